@@ -1,0 +1,3 @@
+"""Workstation side: datasets, model definitions, training, quantisation, evaluation."""
+
+__version__ = "0.1.0"

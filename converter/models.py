@@ -1,0 +1,133 @@
+"""Model definitions: the paper's CNN exactly, and an int8-friendly edge CNN.
+
+Both take raw uint8-range pixels: normalisation lives inside the model (``Rescaling``), so the
+int8 TFLite model is fed camera pixels directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def paper_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """Fig. 4 of the paper: Conv32-Pool-Conv64-Pool-Conv128-Pool, Dense 128-64-32, softmax.
+
+    The paper's optimiser (Adam, sparse categorical cross-entropy) is set by ``compile_paper``.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Conv2D(128, 3, activation="relu"),
+            layers.MaxPooling2D(2),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ],
+        name="paper_cnn",
+    )
+
+
+def whitening_kernel(x: np.ndarray, size: int = 2, eps: float = 5e-4) -> tuple[np.ndarray, np.ndarray]:
+    """Patch-whitening conv weights from data (the airbench trick), for pixels scaled to [0, 1].
+
+    Returns (kernel ``(size, size, C, 2*size*size*C)``, bias): the eigenvectors of the patch
+    covariance, scaled by 1/sqrt(eigenvalue), and their negatives, so a ReLU keeps both signs.
+    """
+    x = x.astype(np.float32) / 255.0
+    _n, _h, _w, c = x.shape
+    patches = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(1, 2))
+    patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, size * size * c)  # (.., kh, kw, c)
+    mean = patches.mean(0)
+    cov = np.cov(patches - mean, rowvar=False)
+    eigval, eigvec = np.linalg.eigh(cov)
+    basis = (eigvec / np.sqrt(eigval + eps)).T  # (k, kh*kw*c), rows whiten
+    basis = basis[::-1]  # largest eigenvalue first
+    kernel = np.concatenate([basis, -basis]).reshape(-1, size, size, c).transpose(1, 2, 3, 0)
+    bias = -(np.concatenate([basis, -basis]) @ mean)
+    return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EdgeSpec:
+    widths: tuple[int, ...] = (64, 128, 128)
+    whiten_size: int = 2
+    logit_scale: float = 1.0 / 9.0
+    weight_decay: float = 5e-4
+
+
+def edge_blocks_for(size: int) -> int:
+    """Three conv groups at 32 px (CIFAR-10), one more for each doubling of the input."""
+    return 3 + max(0, int(np.log2(max(size, 32) / 32) + 0.5))
+
+
+def edge_cnn(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    spec: EdgeSpec = EdgeSpec(),
+    sample: np.ndarray | None = None,
+) -> keras.Model:
+    """An airbench-style CNN built only from int8- and Edge-TPU-friendly ops.
+
+    Rescaling, a 2x2 patch-whitening conv (frozen, computed from ``sample``), then conv groups
+    of ``conv3x3-BN-ReLU-maxpool-conv3x3-BN-ReLU``, global max pooling, a bias-free dense layer
+    and softmax. Batch norm directly follows each conv so the converter folds it; shapes are
+    static. For inputs larger than 32 px, extra conv groups keep the receptive field.
+    """
+    h, w, c = input_shape
+    n_blocks = edge_blocks_for(min(h, w))
+    widths = list(spec.widths) + [spec.widths[-1]] * (n_blocks - len(spec.widths))
+    reg = keras.regularizers.l2(spec.weight_decay)
+    whiten_width = 2 * spec.whiten_size * spec.whiten_size * c
+
+    inputs = keras.Input(input_shape)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    whiten = layers.Conv2D(whiten_width, spec.whiten_size, padding="valid", name="whiten")
+    x = whiten(x)
+    x = layers.ReLU(name="whiten_relu")(x)
+    for i, width in enumerate(widths[:n_blocks]):
+        for j in range(2):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"b{i}_conv{j}")(x)
+            x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"b{i}_bn{j}")(x)
+            x = layers.ReLU(name=f"b{i}_relu{j}")(x)
+            if j == 0:
+                x = layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
+    x = layers.GlobalMaxPooling2D(name="pool")(x)
+    x = layers.Dense(num_classes, use_bias=False, kernel_regularizer=reg, name="logits")(x)
+    x = layers.Rescaling(spec.logit_scale, name="logit_scale")(x)
+    outputs = layers.Softmax(name="probs", dtype="float32")(x)
+    model = keras.Model(inputs, outputs, name="edge_cnn")
+
+    if sample is not None:
+        kernel, bias = whitening_kernel(sample, spec.whiten_size)
+        whiten.set_weights([kernel, bias])
+    whiten.trainable = False
+    return model
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {"paper": paper_cnn, "edge": edge_cnn}
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one inference (conv and dense layers)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, oh, ow, oc = layer.output.shape
+            kh, kw = layer.kernel_size
+            ic = layer.input.shape[-1]
+            total += int(oh * ow * oc * kh * kw * ic)
+        elif isinstance(layer, layers.Dense):
+            total += int(layer.input.shape[-1] * layer.units)
+    return total

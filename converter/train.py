@@ -1,0 +1,287 @@
+"""Training: the paper's recipe for ``paper``, a fast airbench-style recipe for ``edge``.
+
+``train-model --data cifar10 --arch edge --epochs 16 --out runs/edge`` writes ``model.keras``
+(the best epoch), ``labels.txt``, ``history.json``, ``learning_curves.png`` and
+``train_report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from converter.cli_common import add_common_flags, run_cli
+from converter.data import Dataset, parse_size, train_val
+from converter.errors import DataError
+from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "edge"
+    epochs: int = 16
+    batch_size: int | None = None  # paper: 32, edge: 256
+    lr: float | None = None  # paper: Adam's 1e-3; edge: peak SGD rate 0.2
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.2
+    augment: bool = True
+    precision: str = "auto"
+    seed: int = 0
+    widths: tuple[int, ...] = (64, 128, 128)
+
+    def resolved_batch(self) -> int:
+        return self.batch_size or (32 if self.arch == "paper" else 256)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
+    """Random horizontal flip and translation by up to ``pad`` px (reflect padding)."""
+    n, h, w, _ = x.shape
+    flip = rng.random(n) < 0.5
+    x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    out = np.empty_like(x)
+    for sy in range(2 * pad + 1):
+        for sx in range(2 * pad + 1):
+            sel = np.flatnonzero((dy == sy) & (dx == sx))
+            if sel.size:
+                out[sel] = padded[sel, sy : sy + h, sx : sx + w]
+    return out
+
+
+@keras.saving.register_keras_serializable(package="edge_recognition")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from peak/10 to ``peak``, then linear decay to zero (as airbench does)."""
+
+    def __init__(self, peak: float, warm: int, total: int) -> None:
+        self.peak, self.warm, self.total = peak, warm, total
+
+    def __call__(self, step: Any) -> Any:
+        step = keras.ops.cast(step, "float32")
+        up = self.peak * (0.1 + 0.9 * step / self.warm)
+        down = self.peak * keras.ops.maximum(0.0, (self.total - step) / max(1, self.total - self.warm))
+        return keras.ops.where(step < self.warm, up, down)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"peak": self.peak, "warm": self.warm, "total": self.total}
+
+
+def _lr_schedule(peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: float) -> WarmupLinearDecay:
+    total = steps_per_epoch * epochs
+    return WarmupLinearDecay(peak, max(1, int(steps_per_epoch * warmup_epochs)), total)
+
+
+def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
+    n_cls = len(train.classes)
+    if cfg.arch == "paper":
+        model = paper_cnn(train.image_shape, n_cls)
+        model.compile(
+            optimizer=keras.optimizers.Adam(cfg.lr or 1e-3),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+    if cfg.arch != "edge":
+        raise DataError(f"unknown architecture {cfg.arch!r}: choose paper or edge")
+    sample = train.x[np.random.default_rng(cfg.seed).permutation(len(train))[:5000]]
+    model = edge_cnn(train.image_shape, n_cls, EdgeSpec(widths=cfg.widths), sample=sample)
+    steps = math.ceil(len(train) / cfg.resolved_batch())
+    schedule = _lr_schedule(cfg.lr or 0.2, steps, cfg.epochs, cfg.warmup_epochs)
+    model.compile(
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
+    """Rebuild ``model`` under the float32 policy (mixed-precision layers do not convert)."""
+    keras.mixed_precision.set_global_policy("float32")
+    n_cls = len(train.classes)
+    clean = paper_cnn(train.image_shape, n_cls) if cfg.arch == "paper" else edge_cnn(train.image_shape, n_cls, EdgeSpec(widths=cfg.widths))
+    clean.set_weights(model.get_weights())
+    return clean
+
+
+def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbose: int | None = None) -> dict[str, Any]:
+    """Train, keep the best epoch by validation accuracy, write the artefacts, return the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(cfg.seed)
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "mixed_bfloat16" if cfg.arch == "edge" and cpu_has_bf16() else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    model = build_and_compile(cfg, train)
+    n_cls = len(train.classes)
+    batch = cfg.resolved_batch()
+    one_hot = cfg.arch == "edge"
+
+    def targets(y: np.ndarray) -> np.ndarray:
+        return np.eye(n_cls, dtype=np.float32)[y] if one_hot else y
+
+    class Augmented(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(cfg.seed)
+            self.on_epoch_end()
+
+        def __len__(self) -> int:
+            return math.ceil(len(train) / batch)
+
+        def on_epoch_end(self) -> None:
+            order = self.rng.permutation(len(train))
+            x = train.x[order]
+            self.x = augment_batch(x, self.rng) if cfg.augment and cfg.arch == "edge" else x
+            self.y = targets(train.y[order])
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            s = slice(i * batch, (i + 1) * batch)
+            return self.x[s], self.y[s]
+
+    best_path = out / "best.keras"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(out / "last.keras"),
+        keras.callbacks.CSVLogger(str(out / "history.csv")),
+    ]
+    if verbose is None:
+        verbose = 1 if sys.stderr.isatty() else 2
+    log.info("training %s on %d images (%d classes, %s), validating on %d, %d epochs, batch %d, %s",
+             cfg.arch, len(train), n_cls, "x".join(map(str, train.image_shape)), len(val), cfg.epochs, batch, precision)
+    t0 = time.perf_counter()
+    hist = model.fit(
+        Augmented(),
+        validation_data=(val.x, targets(val.y)),
+        epochs=cfg.epochs,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    train_seconds = time.perf_counter() - t0
+
+    best = keras.models.load_model(best_path, compile=False)
+    final = _float32_copy(best, cfg, train)
+    probs = final.predict(val.x, batch_size=256, verbose=0)
+    val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
+    final.save(out / "model.keras")
+    best_path.unlink(missing_ok=True)
+    (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
+    history = {k: [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_history(history, out / "learning_curves.png", title=f"{cfg.arch} on {train.name}")
+    report = {
+        "arch": cfg.arch,
+        "dataset": train.name,
+        "classes": list(train.classes),
+        "input_shape": list(train.image_shape),
+        "train_images": len(train),
+        "val_images": len(val),
+        "val_accuracy": val_acc,
+        "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
+        "train_seconds": round(train_seconds, 1),
+        "precision": precision,
+        "params": int(final.count_params()),
+        "config": asdict(cfg),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    report["macs"] = count_macs(final)
+    (out / "train_report.json").write_text(json.dumps(report, indent=1))
+    log.info("validation accuracy %.4f (best epoch %d), %.0f s; wrote %s", val_acc, report["best_epoch"], train_seconds, out)
+    return report
+
+
+def plot_history(history: dict[str, list[float]], path: Path, title: str = "") -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = range(1, len(history["loss"]) + 1)
+    a.plot(epochs, history["loss"], label="train")
+    b.plot(epochs, history["accuracy"], label="train")
+    if "val_loss" in history:
+        a.plot(epochs, history["val_loss"], label="validation")
+        b.plot(epochs, history["val_accuracy"], label="validation")
+    a.set(xlabel="epoch", ylabel="loss", title="loss")
+    b.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="train-model", description="Train the paper CNN or the edge CNN on an image dataset.")
+    p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder / .tar.gz / .zip")
+    p.add_argument("--arch", choices=["paper", "edge"], default="edge")
+    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--batch-size", type=int, help="default: 32 (paper), 256 (edge)")
+    p.add_argument("--lr", type=float, help="default: 1e-3 Adam (paper), 0.2 peak SGD (edge)")
+    p.add_argument("--image-size", help="resize images to N or HxW (needed when sizes differ)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
+    p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_common_flags(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    from converter.data import stratified_sample  # noqa: PLC0415
+
+    if args.epochs < 1:
+        raise DataError("--epochs must be at least 1")
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+    except ValueError:
+        raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
+    cfg = TrainConfig(
+        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        augment=not args.no_augment, precision=args.precision, seed=args.seed, widths=widths,
+    )
+    train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
+    if args.limit_per_class:
+        train = train.subset(stratified_sample(train.y, args.limit_per_class, args.seed))
+    report = train_model(cfg, train, val, args.out)
+    print(json.dumps({k: report[k] for k in ("arch", "dataset", "val_accuracy", "best_epoch", "train_seconds")}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("train-model", _main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

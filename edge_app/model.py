@@ -1,0 +1,263 @@
+"""Loading a classification model (``.tflite`` + ``labels.txt`` + ``manifest.json``) and running it.
+
+The helpers are stateless and return typed results, like pycoral's adapters: ``set_input``
+quantises if needed, ``output_scores`` dequantises (the one place that does), ``top_k`` turns
+scores into ``Classification`` tuples. ``Classifier`` bundles them for the frame loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_app.errors import ModelError
+from edge_app.preprocess import preprocess
+from edge_app.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "edge-recognition/1"
+DEFAULT_MODEL_NAME = "cifar10"
+
+
+class Classification(NamedTuple):
+    id: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What the converter recorded next to the model (``manifest.json``)."""
+
+    height: int
+    width: int
+    channels: int = 3
+    color_order: str = "RGB"
+    classes: tuple[str, ...] = ()
+    dataset: str = ""
+    edgetpu_model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text())
+            inp = data["input"]
+            return cls(
+                height=int(inp["height"]),
+                width=int(inp["width"]),
+                channels=int(inp.get("channels", 3)),
+                color_order=str(inp.get("color_order", "RGB")).upper(),
+                classes=tuple(data.get("classes", ())),
+                dataset=str(data.get("dataset", "")),
+                edgetpu_model=data.get("edgetpu_model"),
+                extra=data,
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(
+                f"bad manifest {path}: {type(exc).__name__}: {exc}; regenerate it with convert-model "
+                "or delete it to use the model's own input shape"
+            ) from exc
+
+
+def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
+    """The shipped model: package data when installed, ``models/`` in a source checkout."""
+    try:
+        pkg = resources.files("edge_app_models") / name
+        if pkg.is_dir():
+            return Path(str(pkg))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "models" / name
+
+
+def load_labels(path: Path) -> list[str]:
+    """One label per line; ``N label`` and ``N: label`` prefixes (Coral style) are accepted."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as exc:
+        raise ModelError(f"cannot read labels {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ModelError(f"labels file {path} is not UTF-8 text; expected one class name per line") from None
+    labels = []
+    for ln in lines:
+        if not ln:
+            continue
+        head, _, rest = ln.replace(":", " ", 1).partition(" ")
+        labels.append(rest.strip() if head.isdigit() and rest.strip() else ln)
+    if not labels:
+        raise ModelError(f"labels file {path} is empty; expected one class name per line")
+    return labels
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    model: Path
+    labels: Path | None
+    manifest: Path | None
+
+
+def resolve_model(path: Path | None, labels: Path | None = None) -> ModelFiles:
+    """Accept a model folder or a ``.tflite`` file; find ``labels.txt`` and ``manifest.json`` beside it."""
+    path = path or default_model_dir()
+    if path.is_dir():
+        folder, model = path, path / "model.tflite"
+        if not model.exists():
+            candidates = sorted(p for p in path.glob("*.tflite") if not p.name.endswith("_edgetpu.tflite"))
+            if not candidates:
+                raise ModelError(f"no .tflite model in {path}; expected {path}/model.tflite (make one with convert-model)")
+            model = candidates[0]
+    else:
+        folder, model = path.parent, path
+    if not model.exists():
+        raise ModelError(f"model not found: {model}; pass --model PATH to a .tflite file or a model folder")
+    labels = labels or (folder / "labels.txt" if (folder / "labels.txt").exists() else None)
+    manifest = folder / "manifest.json" if (folder / "manifest.json").exists() else None
+    return ModelFiles(model, labels, manifest)
+
+
+# --------------------------------------------------------------------------- stateless helpers
+
+
+def make_interpreter(model: Path, num_threads: int | None = None, delegates: Sequence[Any] = ()) -> Any:
+    """A ready (tensors allocated) interpreter, or a one-line ``ModelError``."""
+    rt = get_runtime()
+    try:
+        data = model.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read model {model}: {exc.strerror or exc}") from exc
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelError(f"{model} is not a TFLite model (empty, truncated or another format); re-copy it or rebuild it with convert-model")
+    try:
+        interp = rt.interpreter(model_content=data, num_threads=num_threads, experimental_delegates=list(delegates) or None)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {model}: {msg}; the file may be corrupt or need a newer runtime") from exc
+    return interp
+
+
+def input_details(interp: Any) -> dict[str, Any]:
+    details: dict[str, Any] = interp.get_input_details()[0]
+    return details
+
+
+def input_size(interp: Any) -> tuple[int, int, int]:
+    """(height, width, channels) of the model's input tensor."""
+    shape = input_details(interp)["shape"]
+    if len(shape) != 4:
+        raise ModelError(f"expected an image model with input [1, H, W, C], got shape {list(shape)}")
+    return int(shape[1]), int(shape[2]), int(shape[3])
+
+
+def set_input(interp: Any, image: np.ndarray) -> None:
+    """Write a uint8 ``(H, W, C)`` image, quantising it when the input tensor is not uint8."""
+    d = input_details(interp)
+    dtype = d["dtype"]
+    if dtype == np.uint8:
+        tensor = image
+    else:
+        scale, zero = d.get("quantization", (0.0, 0))
+        if dtype == np.float32 or not scale:
+            tensor = image.astype(np.float32)
+        else:
+            info = np.iinfo(dtype)
+            tensor = np.clip(np.round(image / scale + zero), info.min, info.max).astype(dtype)
+    interp.set_tensor(d["index"], tensor[None].astype(dtype, copy=False))
+
+
+def output_scores(interp: Any) -> np.ndarray:
+    """The output tensor as float scores, dequantised here and nowhere else."""
+    d = interp.get_output_details()[0]
+    raw = interp.get_tensor(d["index"])[0]
+    scale, zero = d.get("quantization", (0.0, 0))
+    if np.issubdtype(raw.dtype, np.integer) and scale:
+        return (raw.astype(np.float32) - zero) * np.float32(scale)
+    return raw.astype(np.float32)
+
+
+def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 3, threshold: float = 0.0) -> list[Classification]:
+    """The ``k`` best classes with score >= ``threshold``, best first."""
+    k = max(1, min(k, len(scores)))
+    idx = np.argpartition(-scores, k - 1)[:k]
+    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    return [
+        Classification(int(i), labels[i] if i < len(labels) else str(i), float(scores[i]))
+        for i in idx
+        if scores[i] >= threshold
+    ]
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+class Classifier:
+    """A loaded model with its labels and input geometry; ``classify`` takes a BGR frame."""
+
+    def __init__(
+        self,
+        files: ModelFiles,
+        num_threads: int | None = None,
+        delegates: Sequence[Any] = (),
+        model_path: Path | None = None,
+    ) -> None:
+        self.files = files
+        self.manifest = Manifest.read(files.manifest) if files.manifest else None
+        self.model_path = model_path or files.model
+        self.interpreter = make_interpreter(self.model_path, num_threads, delegates)
+        h, w, c = input_size(self.interpreter)
+        if self.manifest and (self.manifest.height, self.manifest.width, self.manifest.channels) != (h, w, c):
+            raise ModelError(
+                f"manifest says input {self.manifest.height}x{self.manifest.width}x{self.manifest.channels} "
+                f"but the model takes {h}x{w}x{c}; the manifest belongs to another model"
+            )
+        self.size = (h, w)
+        self.channels = c
+        self.color_order = self.manifest.color_order if self.manifest else "RGB"
+        n_out = int(self.interpreter.get_output_details()[0]["shape"][-1])
+        if files.labels is not None:
+            self.labels = load_labels(files.labels)
+        elif self.manifest and self.manifest.classes:
+            self.labels = list(self.manifest.classes)
+        else:
+            self.labels = [str(i) for i in range(n_out)]
+        if len(self.labels) != n_out:
+            raise ModelError(
+                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; "
+                "use the labels.txt written with this model"
+            )
+
+    def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
+        return preprocess(frame_bgr, self.size, self.channels, self.color_order)
+
+    def invoke(self, image: np.ndarray) -> np.ndarray:
+        set_input(self.interpreter, image)
+        self.interpreter.invoke()
+        return output_scores(self.interpreter)
+
+    def scores(self, frame_bgr: np.ndarray) -> np.ndarray:
+        return self.invoke(self.prepare(frame_bgr))
+
+    def classify(self, frame_bgr: np.ndarray, k: int = 3, threshold: float = 0.0) -> list[Classification]:
+        return top_k(self.scores(frame_bgr), self.labels, k, threshold)
+
+    def time_invoke(self, runs: int = 50) -> list[float]:
+        """Seconds per ``invoke()`` on a fixed input, after one warm-up."""
+        image = np.zeros((*self.size, self.channels), np.uint8)
+        set_input(self.interpreter, image)
+        self.interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            self.interpreter.invoke()
+            times.append(time.perf_counter() - t)
+        return times

@@ -1,0 +1,48 @@
+"""Frame to model input: centre crop to the model's aspect ratio, resize, colour order, uint8.
+
+The converter's dataset loader uses the same geometry, so training and inference agree.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def center_crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """The largest centred crop of ``image`` with the aspect ratio ``width / height``."""
+    h, w = image.shape[:2]
+    target = width / height
+    if w / h > target:
+        nw = max(1, round(h * target))
+        x0 = (w - nw) // 2
+        return image[:, x0 : x0 + nw]
+    if w / h < target:
+        nh = max(1, round(w / target))
+        y0 = (h - nh) // 2
+        return image[y0 : y0 + nh]
+    return image
+
+
+def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop to the aspect ratio of ``size`` (h, w), then resize to it; keeps a channel axis."""
+    h, w = size
+    crop = center_crop_to_aspect(image, h, w)
+    if crop.shape[:2] != (h, w):
+        shrinking = crop.shape[0] > h
+        crop = cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return crop[:, :, None] if crop.ndim == 2 else crop
+
+
+def preprocess(frame_bgr: np.ndarray, size: tuple[int, int], channels: int = 3, color_order: str = "RGB") -> np.ndarray:
+    """A BGR (or grey) uint8 frame to a ``(H, W, channels)`` uint8 model input."""
+    crop = fit_to_size(frame_bgr, size)
+    if channels == 1:
+        if crop.shape[2] == 3:
+            crop = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)[:, :, None]
+        return np.ascontiguousarray(crop)
+    if crop.shape[2] == 1:
+        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    if color_order.upper() == "RGB":
+        crop = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(crop)
