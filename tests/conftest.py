@@ -1,0 +1,74 @@
+"""Shared fixtures: real data (the shared archives, Fashion-MNIST), the shipped model, test videos."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from converter.data import Dataset, load_dataset, stratified_split
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The real image archives beside the checkout (``../shared/datasets``)."""
+    for candidate in (REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets"):
+        if (candidate / "cifar10-train.tar.gz").exists():
+            return candidate
+    pytest.fail("../shared/datasets/cifar10-train.tar.gz not found beside the checkout")
+
+
+@pytest.fixture(scope="session")
+def cifar10(shared_datasets: Path) -> Dataset:
+    """The real CIFAR-10 training split (decoded once, then cached on disk)."""
+    return load_dataset(shared_datasets / "cifar10-train.tar.gz")
+
+
+@pytest.fixture(scope="session")
+def cifar10_val(cifar10: Dataset) -> Dataset:
+    """The held-out validation split the shipped model never trained on (same carve as train-model)."""
+    _, val = stratified_split(cifar10.y, 0.1, seed=0)
+    return cifar10.subset(val)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_test() -> Dataset:
+    return load_dataset("fashion-mnist", "test")
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    from edge_app.model import default_model_dir
+
+    path = default_model_dir()
+    assert (path / "model.tflite").exists(), f"shipped model missing in {path}"
+    return path
+
+
+def _write_video(path: Path, images: Sequence[np.ndarray], size: tuple[int, int] = (640, 480), fps: float = 30.0, repeat: int = 1) -> Path:
+    """Write RGB ``images`` upscaled to ``size`` (w, h) as an MJPG AVI, each repeated ``repeat`` times."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for img in images:
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.shape[-1] == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        frame = cv2.resize(bgr, size, interpolation=cv2.INTER_NEAREST)
+        for _ in range(repeat):
+            writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_video() -> Callable[..., Path]:
+    """Factory: ``write_video(path, rgb_images, size=(640, 480), fps=30, repeat=1)``."""
+    return _write_video
