@@ -58,7 +58,7 @@ def cpu_has_bf16() -> bool:
 def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
     """Random horizontal flip and translation by up to ``pad`` px (reflect padding)."""
     n, h, w, _ = x.shape
-    flip: np.ndarray = rng.random(n) < 0.5
+    flip = np.asarray(rng.random(n)) < 0.5
     x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     dy = rng.integers(0, 2 * pad + 1, n)
