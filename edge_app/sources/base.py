@@ -1,0 +1,165 @@
+"""Shared capture types: ``Frame``, the ``Source`` protocol, and ``SourceSpec`` (what to open and how).
+
+``spec_from_args`` turns the CLI's ``--camera`` / ``--source`` / ``--picamera`` into a spec;
+``edge_app.sources.registry`` turns a spec into a backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+
+from edge_app.errors import ConfigError
+
+KINDS = ("opencv", "picamera2", "folder")
+DEFAULT_OPEN_TIMEOUT_S = 10.0
+DEFAULT_READ_TIMEOUT_S = 5.0
+
+
+class Frame(NamedTuple):
+    image: np.ndarray  # BGR uint8 (H, W, 3)
+    index: int  # type: ignore[assignment]  # 0-based frame number from the source (shadows tuple.index)
+    timestamp: float  # time.monotonic() at capture
+
+
+class Source(Protocol):
+    """One small class per backend (``SOURCES`` in ``edge_app.sources``)."""
+
+    name: str
+    live: bool  # True: camera/stream (newest frame wins, reconnect); False: file/folder
+
+    def open(self) -> None: ...  # raises SourceError with an actionable line
+
+    def read(self) -> np.ndarray | None: ...  # None = end of stream (files) or a failed read (live)
+
+    def close(self) -> None: ...
+
+
+def is_stream_url(target: object) -> bool:
+    """``rtsp://...``, ``http://...`` and any other ``scheme://`` target that FFmpeg opens as a stream."""
+    return isinstance(target, str) and "://" in target
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username or ""
+    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What to capture from, and how.
+
+    ``kind`` picks the backend: ``"opencv"`` (``target`` a camera index, a video file or a stream
+    URL), ``"picamera2"`` (``target`` the CSI camera number) or ``"folder"`` (``target`` a folder of
+    images). ``width``/``height``/``fps`` are requested from cameras (ignored for files; ``fps`` paces
+    a folder when ``realtime``). ``live=None`` lets the backend decide (cameras and streams are live).
+    """
+
+    kind: str = "opencv"
+    target: int | str = 0
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+    loop: bool = False
+    realtime: bool = False
+    live: bool | None = None
+    open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown source kind {self.kind!r}: expected one of {', '.join(KINDS)}")
+        if isinstance(self.target, Path):
+            object.__setattr__(self, "target", str(self.target))
+        for name in ("width", "height", "fps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"source {name} must be positive, got {value}: leave it unset to use the source's own")
+        for name in ("open_timeout_s", "read_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"source {name} must be positive seconds, got {getattr(self, name)}")
+
+    @property
+    def is_stream(self) -> bool:
+        return self.kind == "opencv" and is_stream_url(self.target)
+
+    def describe(self) -> str:
+        """A short human name: ``camera 0``, ``video file clip.mp4``, ``stream rtsp://...``."""
+        if self.kind == "picamera2":
+            return f"CSI camera {self.target}"
+        if self.kind == "folder":
+            return f"image folder {self.target}"
+        if isinstance(self.target, int):
+            return f"camera {self.target}"
+        if self.is_stream:
+            return f"stream {redact_url(self.target)}"
+        if self.target.startswith("/dev/"):
+            return f"camera {self.target}"
+        return f"video file {self.target}"
+
+
+def spec_from_args(
+    camera: int | None = None,
+    source: str | Path | None = None,
+    picamera: bool = False,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    loop: bool = False,
+    realtime: bool = False,
+    open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
+    read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
+) -> SourceSpec:
+    """The spec for ``--camera N``, ``--source PATH|URL|DIR`` or ``--picamera`` (camera 0 when none is given).
+
+    ``--picamera`` with ``--camera N`` opens CSI camera N. A ``--source`` that is a folder reads its
+    images; ``scheme://...`` is a stream; a bare number that is not an existing path is a camera index.
+    """
+    if source is not None and camera is not None:
+        raise ConfigError("--camera and --source are mutually exclusive: pass only one of them")
+    if source is not None and picamera:
+        raise ConfigError("--picamera and --source are mutually exclusive: --picamera [--camera N] opens a CSI camera")
+
+    def make(kind: str, target: int | str) -> SourceSpec:
+        return SourceSpec(
+            kind=kind,
+            target=target,
+            width=width,
+            height=height,
+            fps=fps,
+            loop=loop,
+            realtime=realtime,
+            open_timeout_s=open_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
+
+    if picamera:
+        return make("picamera2", camera or 0)
+    if source is None:
+        return make("opencv", 0 if camera is None else int(camera))
+    text = str(source)
+    if not text:
+        raise ConfigError("--source is empty: pass a video file, an image folder, a stream URL, or use --camera N")
+    if is_stream_url(text):
+        return make("opencv", text)
+    path = Path(text).expanduser()
+    if text.isdigit() and not path.exists():
+        return make("opencv", int(text))
+    if path.is_dir():
+        return make("folder", str(path))
+    return make("opencv", str(path))

@@ -1,0 +1,413 @@
+"""``FrameGrabber``: runs a ``Source`` in its own thread so capture never waits for the model.
+
+Live sources (cameras, streams): only the newest frame is kept (older unconsumed frames are counted
+as dropped). A live source that fails, ends, stalls or disappears is closed and reopened with
+exponential backoff while the app keeps running; a watchdog abandons a capture whose ``read()`` has
+not returned for ``read_timeout_s`` (the blocked thread is left to finish on its own and then
+releases its capture) and opens a fresh one, so a stalled RTSP read never hangs the app.
+
+Files and folders: every frame is delivered in order through a bounded queue (the reader waits for
+the consumer), unless ``realtime`` paces them at the native rate (then the newest frame wins). The
+end of the file ends the grabber cleanly (``get`` returns ``None`` and ``ended`` is true), or starts
+again from the beginning with ``loop``.
+
+Each capture attempt is a ``_Session``: a fresh source from the factory, opened and read in its own
+daemon thread. The supervisor thread watches the session and replaces it when needed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from types import TracebackType
+
+import numpy as np
+
+from edge_app.errors import SourceError
+from edge_app.sources.base import Frame, Source, SourceSpec
+from edge_app.sources.registry import make_source
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.05
+DEFAULT_BACKOFF_S = (0.5, 10.0)
+DEFAULT_QUEUE_SIZE = 8
+REALTIME_FALLBACK_FPS = 30.0
+
+
+@dataclass
+class CaptureStats:
+    captured: int = 0  # frames read from the source
+    delivered: int = 0  # frames handed out by get()
+    dropped: int = 0  # frames replaced by a newer one before anyone took them (newest wins)
+    reconnects: int = 0  # successful reopenings of a live source after a failure
+    open_failures: int = 0  # reopen attempts that failed (the source is still away)
+    stalls: int = 0  # captures abandoned by the watchdog (no frame for read_timeout_s)
+    skipped: int = 0  # unreadable files skipped (folders)
+    last_frame_time: float | None = None  # time.monotonic() of the newest captured frame
+    connected: bool = False  # a capture is open right now
+    last_error: str | None = None  # why the source last failed or ended early
+
+
+class _FrameBuffer:
+    """Newest-wins slot(s) for live sources, or a bounded FIFO with backpressure for files."""
+
+    def __init__(self, capacity: int, newest_wins: bool) -> None:
+        self.capacity = max(1, capacity)
+        self.newest_wins = newest_wins
+        self.dropped = 0
+        self.closed = False
+        self._items: deque[Frame] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, frame: Frame) -> bool:
+        """Add a frame; waits for room unless newest wins. False once closed (nothing was added)."""
+        with self._cond:
+            if self.newest_wins:
+                while len(self._items) >= self.capacity:
+                    self._items.popleft()
+                    self.dropped += 1
+            else:
+                while len(self._items) >= self.capacity and not self.closed:
+                    self._cond.wait(0.1)
+            if self.closed:
+                return False
+            self._items.append(frame)
+            self._cond.notify_all()
+            return True
+
+    def get(self, timeout: float) -> Frame | None:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while not self._items:
+                remaining = deadline - time.monotonic()
+                if self.closed or remaining <= 0:
+                    return None
+                self._cond.wait(remaining)
+            frame = self._items.popleft()
+            self._cond.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._items.clear()
+            self._cond.notify_all()
+
+    @property
+    def drained(self) -> bool:
+        with self._cond:
+            return self.closed and not self._items
+
+
+class _Session:
+    """One capture attempt: a fresh source opened and read in its own daemon thread."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.settled = threading.Event()  # open() returned or raised
+        self.done = threading.Event()  # the thread has finished and closed the source
+        self.opened = False
+        self.abandoned = False  # the watchdog or stop() gave up on it: its frames are discarded
+        self.error: Exception | None = None
+        self.frames = 0
+        self.skipped = 0
+        self.last_activity = time.monotonic()
+        self.thread: threading.Thread | None = None
+
+
+class FrameGrabber:
+    """Capture in a background thread; ``get(timeout)`` hands out frames and never blocks forever.
+
+    >>> with FrameGrabber(spec_from_args(source="clip.mp4")) as grabber:
+    ...     for frame in grabber.frames():
+    ...         ...
+    """
+
+    def __init__(
+        self,
+        spec: SourceSpec,
+        *,
+        factory: Callable[[], Source] | None = None,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        backoff_s: tuple[float, float] = DEFAULT_BACKOFF_S,
+    ) -> None:
+        self.spec = spec
+        self._factory: Callable[[], Source] = factory or (lambda: make_source(spec))
+        self.queue_size = queue_size
+        self.backoff_s = backoff_s
+        self.name = spec.describe()
+        self.live = False
+        self.source_fps: float | None = None  # the source's native frame rate, once open
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stats = CaptureStats()
+        self._buffer = _FrameBuffer(1, True)
+        self._session: _Session | None = None
+        self._thread: threading.Thread | None = None
+        self._next_index = 0
+        self._skipped_before = 0
+
+    # ---------------------------------------------------------------- consumer side
+
+    def start(self) -> FrameGrabber:
+        """Open the source (``SourceError`` if it cannot be opened now) and start capturing."""
+        if self._thread is not None:
+            raise RuntimeError("FrameGrabber.start() called twice")
+        source = self._factory()
+        self.live = bool(source.live)
+        self.name = source.name
+        newest_wins = self.live or self.spec.realtime
+        self._buffer = _FrameBuffer(1 if newest_wins else self.queue_size, newest_wins)
+        session = self._begin(source)
+        if not self._wait_settled(session):
+            raise SourceError(
+                f"{self.name} did not open within {self.spec.open_timeout_s:g} s: check that it is connected and "
+                "responding, or raise the open timeout"
+            )
+        if session.error is not None:
+            if isinstance(session.error, SourceError):
+                raise session.error
+            raise SourceError(f"{self.name} could not be opened: {type(session.error).__name__}: {session.error}") from session.error
+        fps = getattr(source, "fps", None)
+        self.source_fps = float(fps) if fps else None
+        self._thread = threading.Thread(target=self._supervise, args=(session,), name=f"grabber {self.name}", daemon=True)
+        self._thread.start()
+        log.info("capturing from %s (%s)", self.name, "live, newest frame wins" if self.live else "every frame in order")
+        return self
+
+    def get(self, timeout: float = 1.0) -> Frame | None:
+        """The next frame (the newest one for live sources), or None after ``timeout`` seconds or at the end."""
+        frame = self._buffer.get(timeout)
+        if frame is not None:
+            with self._lock:
+                self._stats.delivered += 1
+        return frame
+
+    def frames(self, timeout: float = 1.0) -> Iterator[Frame]:
+        """Frames until the source ends or ``stop()`` (live sources: until ``stop()``)."""
+        while not self.ended:
+            frame = self.get(timeout)
+            if frame is not None:
+                yield frame
+
+    @property
+    def ended(self) -> bool:
+        """True once the source finished (or the grabber stopped) and every frame was taken."""
+        return self._buffer.drained
+
+    @property
+    def stats(self) -> CaptureStats:
+        """A snapshot of the counters."""
+        with self._lock:
+            stats = replace(self._stats)
+            session = self._session
+        stats.dropped = self._buffer.dropped
+        stats.skipped = self._skipped_before + (int(getattr(session.source, "skipped", 0)) if session is not None else 0)
+        return stats
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop capturing and release the device; returns within about ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._buffer.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(max(0.0, deadline - time.monotonic()))
+        session = self._session
+        if session is not None:
+            session.abandoned = True
+            if session.thread is not None and session.thread is not threading.current_thread():
+                session.thread.join(max(0.0, deadline - time.monotonic()))
+            if not session.done.is_set():
+                log.warning("%s: a read is still blocked after %.1f s; leaving it to release the device when it returns", self.name, timeout)
+        with self._lock:
+            self._stats.connected = False
+
+    def __enter__(self) -> FrameGrabber:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # ---------------------------------------------------------------- capture side
+
+    def _begin(self, source: Source) -> _Session:
+        session = _Session(source)
+        with self._lock:
+            previous = self._session
+            if previous is not None:
+                self._skipped_before += int(getattr(previous.source, "skipped", 0))
+            self._session = session
+        session.thread = threading.Thread(target=self._capture, args=(session,), name=f"capture {self.name}", daemon=True)
+        session.thread.start()
+        return session
+
+    def _wait_settled(self, session: _Session) -> bool:
+        """Wait for ``open()`` to return; False (and the session abandoned) if it takes too long or we stop."""
+        deadline = time.monotonic() + self.spec.open_timeout_s + 1.0
+        while not session.settled.wait(POLL_S):
+            if self._stop.is_set() or time.monotonic() > deadline:
+                session.abandoned = True
+                return False
+        return True
+
+    def _capture(self, session: _Session) -> None:
+        source = session.source
+        try:
+            source.open()
+        except Exception as exc:
+            session.error = exc
+            session.settled.set()
+            session.done.set()
+            return
+        if session.abandoned:  # opened too late: the supervisor has moved on
+            source.close()
+            session.settled.set()
+            session.done.set()
+            return
+        session.opened = True
+        session.last_activity = time.monotonic()
+        with self._lock:
+            self._stats.connected = True
+        session.settled.set()
+        interval = self._pacing_interval(source)
+        started = time.monotonic()
+        try:
+            while not session.abandoned and not self._stop.is_set():
+                image = source.read()
+                now = time.monotonic()
+                if image is None or session.abandoned:
+                    break
+                session.last_activity = now
+                if not self._deliver(session, image, now):
+                    break
+                session.frames += 1
+                if interval:
+                    delay = started + session.frames * interval - time.monotonic()
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+        except Exception as exc:
+            session.error = exc
+        finally:
+            try:
+                source.close()
+            except Exception as exc:
+                log.warning("%s: closing failed: %s", self.name, exc)
+            session.done.set()
+
+    def _pacing_interval(self, source: Source) -> float:
+        if self.live or not self.spec.realtime:
+            return 0.0
+        fps = getattr(source, "fps", None) or self.spec.fps
+        if not fps:
+            log.warning("%s has no native frame rate: pacing --realtime at %.0f fps", self.name, REALTIME_FALLBACK_FPS)
+            fps = REALTIME_FALLBACK_FPS
+        return 1.0 / float(fps)
+
+    def _deliver(self, session: _Session, image: np.ndarray, captured_at: float) -> bool:
+        with self._lock:
+            if session.abandoned or self._stop.is_set():
+                return False
+            frame = Frame(image, self._next_index, captured_at)
+            self._next_index += 1
+            self._stats.captured += 1
+            self._stats.last_frame_time = captured_at
+        return self._buffer.put(frame)
+
+    def _supervise(self, session: _Session) -> None:
+        try:
+            if self.live:
+                self._supervise_live(session)
+            else:
+                self._supervise_file(session)
+        except Exception:  # never let the capture thread die silently
+            log.exception("%s: capture supervisor failed", self.name)
+            self._buffer.close()
+
+    def _supervise_file(self, session: _Session) -> None:
+        while True:
+            while not session.done.wait(POLL_S):
+                if self._stop.is_set():
+                    return
+            if self._stop.is_set():
+                return
+            if session.error is not None:
+                self._note_error(f"{type(session.error).__name__}: {session.error}")
+                log.warning("%s failed after %d frames (%s); ending", self.name, session.frames, session.error)
+                break
+            if not self.spec.loop:
+                break
+            if session.frames == 0:
+                log.warning("%s gave no frames in a whole pass: not looping", self.name)
+                break
+            log.debug("%s: end reached after %d frames, looping", self.name, session.frames)
+            session = self._begin(self._factory())
+            if not self._wait_settled(session) or session.error is not None:
+                self._note_error(str(session.error or "reopen timed out"))
+                log.warning("%s could not be reopened to loop (%s); ending", self.name, session.error or "timed out")
+                break
+        with self._lock:
+            self._stats.connected = False
+        self._buffer.close()
+
+    def _supervise_live(self, session: _Session) -> None:
+        low, high = self.backoff_s
+        delay = low
+        while not self._stop.is_set():
+            reason = self._watch(session)
+            if reason is None:
+                return
+            with self._lock:
+                self._stats.connected = False
+            self._note_error(reason)
+            if session.frames > 0:
+                delay = low
+            log.warning("%s %s; reopening in %.1f s", self.name, reason, delay)
+            while True:
+                if self._stop.wait(delay):
+                    return
+                session = self._begin(self._factory())
+                settled = self._wait_settled(session)
+                if self._stop.is_set():
+                    return
+                if settled and session.error is None:
+                    with self._lock:
+                        self._stats.reconnects += 1
+                    log.warning("%s reconnected", self.name)
+                    break
+                with self._lock:
+                    self._stats.open_failures += 1
+                why = str(session.error) if session.error is not None else "open timed out"
+                self._note_error(why)
+                delay = min(delay * 2, high)
+                log.warning("%s still unavailable (%s); next try in %.1f s", self.name, why, delay)
+
+    def _watch(self, session: _Session) -> str | None:
+        """Wait until the live session fails or stalls; the reason, or None when stopping."""
+        limit = self.spec.read_timeout_s
+        while not session.done.wait(POLL_S):
+            if self._stop.is_set():
+                return None
+            idle = time.monotonic() - session.last_activity
+            if idle > limit:
+                session.abandoned = True
+                with self._lock:
+                    self._stats.stalls += 1
+                return f"gave no frame for {idle:.1f} s (stalled); abandoning that capture"
+        if self._stop.is_set():
+            return None
+        if session.error is not None:
+            return f"failed ({type(session.error).__name__}: {session.error})"
+        return f"stopped delivering frames after {session.frames}"
+
+    def _note_error(self, reason: str) -> None:
+        with self._lock:
+            self._stats.last_error = reason

@@ -1,0 +1,147 @@
+"""OpenCV ``VideoCapture`` backend: a camera index (or ``/dev/videoN``), a video file, or a stream URL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_app.errors import SourceError
+from edge_app.sources.base import SourceSpec, is_stream_url, redact_url
+
+log = logging.getLogger(__name__)
+
+# How long OpenCV's own FFmpeg timeout waits beyond the grabber's watchdog: the watchdog fires
+# first and reopens; the backend timeout only makes sure an abandoned read returns eventually.
+BACKEND_TIMEOUT_GRACE_S = 2.0
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A decoded frame as BGR uint8 ``(H, W, 3)`` (grey and BGRA frames are converted)."""
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image)
+    return image
+
+
+class OpenCVSource:
+    """A camera (``target`` an int or ``/dev/videoN``), a video file, or an RTSP/HTTP stream URL."""
+
+    def __init__(self, spec: SourceSpec) -> None:
+        self.spec = spec
+        target = spec.target
+        if isinstance(target, int):
+            self.mode = "camera"
+        elif is_stream_url(target):
+            self.mode = "stream"
+        elif target.startswith("/dev/"):
+            self.mode = "camera"
+        else:
+            self.mode = "file"
+        self.name = spec.describe()
+        self.live: bool = spec.live if spec.live is not None else self.mode != "file"
+        self.fps: float | None = None  # native frame rate once open (None if the backend does not say)
+        self.frame_count: int | None = None  # frames the file's header announces
+        self.frames_read = 0
+        self._cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        self.close()
+        self.frames_read = 0
+        if self.mode == "file":
+            cap = self._open_file(Path(str(self.spec.target)))
+        elif self.mode == "stream":
+            cap = self._open_stream(str(self.spec.target))
+        else:
+            cap = self._open_camera(self.spec.target)
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        self.fps = fps if 0 < fps < 1000 else None
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.mode == "file" else 0
+        self.frame_count = count if count > 0 else None
+        self._cap = cap
+
+    def _open_file(self, path: Path) -> cv2.VideoCapture:
+        if not path.exists():
+            raise SourceError(f"video file {path} does not exist: check the path, or pass an image folder, a stream URL or --camera N")
+        if path.is_dir():
+            raise SourceError(f"{path} is a folder, not a video file: pass it as --source {path} to read its images")
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"video file {path} could not be decoded: it is empty, corrupt or in a format OpenCV's FFmpeg "
+                f"cannot read; re-encode it (ffmpeg -i {path} -c:v libx264 out.mp4) or pass another file"
+            )
+        return cap
+
+    def _open_stream(self, url: str) -> cv2.VideoCapture:
+        params: list[int] = []
+        open_prop = getattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC", None)
+        read_prop = getattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC", None)
+        if open_prop is not None and read_prop is not None:
+            params = [
+                open_prop,
+                int(self.spec.open_timeout_s * 1000),
+                read_prop,
+                int((self.spec.read_timeout_s + BACKEND_TIMEOUT_GRACE_S) * 1000),
+            ]
+        cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params) if params else cv2.VideoCapture(url)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"stream {redact_url(url)} could not be opened within {self.spec.open_timeout_s:g} s: check the URL, "
+                "the network and that the camera is streaming (try it with ffplay or VLC)"
+            )
+        return cap
+
+    def _open_camera(self, target: int | str) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(target)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(
+                f"camera {target} could not be opened: check the cable, `v4l2-ctl --list-devices`, "
+                "that no other program uses it, or pick another --camera index"
+            )
+        spec = self.spec
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # fewer queued frames in the driver: lower latency where supported
+        if spec.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, spec.width)
+        if spec.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, spec.height)
+        if spec.fps:
+            cap.set(cv2.CAP_PROP_FPS, spec.fps)
+        got = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), float(cap.get(cv2.CAP_PROP_FPS)))
+        wanted = (spec.width or got[0], spec.height or got[1], spec.fps or got[2])
+        if got[:2] != wanted[:2] or abs(got[2] - wanted[2]) > 0.5:
+            log.warning("camera %s gives %dx%d at %.1f fps (asked for %dx%d at %.1f fps)", target, *got, *wanted)
+        else:
+            log.info("camera %s opened at %dx%d, %.1f fps", target, *got)
+        return cap
+
+    def read(self) -> np.ndarray | None:
+        cap = self._cap
+        if cap is None:
+            return None
+        ok, image = cap.read()
+        if not ok or image is None:
+            if self.mode == "file" and self.frame_count is not None and self.frames_read < self.frame_count:
+                log.warning(
+                    "%s ended after %d of the %d frames its header announces: the file is truncated or corrupt; "
+                    "the frames before the damage were delivered",
+                    self.name,
+                    self.frames_read,
+                    self.frame_count,
+                )
+            return None
+        self.frames_read += 1
+        return as_bgr(np.asarray(image))
+
+    def close(self) -> None:
+        cap, self._cap = self._cap, None
+        if cap is not None:
+            cap.release()
