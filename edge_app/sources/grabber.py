@@ -170,8 +170,7 @@ class FrameGrabber:
         session = self._begin(source)
         if not self._wait_settled(session):
             raise SourceError(
-                f"{self.name} did not open within {self.spec.open_timeout_s:g} s: check that it is connected and "
-                "responding, or raise the open timeout"
+                f"{self.name} did not open within {self.spec.open_timeout_s:g} s: check that it is connected and responding, or raise the open timeout"
             )
         if session.error is not None:
             if isinstance(session.error, SourceError):
@@ -219,6 +218,7 @@ class FrameGrabber:
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._buffer.close()
+        self._buffer.clear()  # frames nobody will take
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(max(0.0, deadline - time.monotonic()))
         session = self._session
@@ -385,10 +385,11 @@ class FrameGrabber:
                     break
                 with self._lock:
                     self._stats.open_failures += 1
-                why = str(session.error) if session.error is not None else "open timed out"
+                error = session.error
+                why = str(error) if isinstance(error, SourceError) else f"{self.name}: {error or 'open timed out'}"
                 self._note_error(why)
                 delay = min(delay * 2, high)
-                log.warning("%s still unavailable (%s); next try in %.1f s", self.name, why, delay)
+                log.warning("still unavailable: %s; next try in %.1f s", why, delay)
 
     def _watch(self, session: _Session) -> str | None:
         """Wait until the live session fails or stalls; the reason, or None when stopping."""
@@ -406,7 +407,7 @@ class FrameGrabber:
             return None
         if session.error is not None:
             return f"failed ({type(session.error).__name__}: {session.error})"
-        return f"stopped delivering frames after {session.frames}"
+        return f"gave no frame after {session.frames} (it ended or a read failed)"
 
     def _note_error(self, reason: str) -> None:
         with self._lock:

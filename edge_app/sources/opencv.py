@@ -131,8 +131,7 @@ class OpenCVSource:
         if not ok or image is None:
             if self.mode == "file" and self.frame_count is not None and self.frames_read < self.frame_count:
                 log.warning(
-                    "%s ended after %d of the %d frames its header announces: the file is truncated or corrupt; "
-                    "the frames before the damage were delivered",
+                    "%s ended after %d of the %d frames its header announces: the file is truncated or corrupt; the frames before the damage were delivered",
                     self.name,
                     self.frames_read,
                     self.frame_count,
