@@ -239,6 +239,18 @@ class FrameGrabber:
 
     # ---------------------------------------------------------------- capture side
 
+    def _reopen(self) -> _Session:
+        """A new session on a fresh source from the factory (a factory that raises gives a failed session)."""
+        try:
+            source = self._factory()
+        except Exception as exc:
+            session = _Session(_Unavailable(self.name))
+            session.error = exc
+            session.settled.set()
+            session.done.set()
+            return session
+        return self._begin(source)
+
     def _begin(self, source: Source) -> _Session:
         session = _Session(source)
         with self._lock:
@@ -349,7 +361,7 @@ class FrameGrabber:
                 log.warning("%s gave no frames in a whole pass: not looping", self.name)
                 break
             log.debug("%s: end reached after %d frames, looping", self.name, session.frames)
-            session = self._begin(self._factory())
+            session = self._reopen()
             if not self._wait_settled(session) or session.error is not None:
                 self._note_error(str(session.error or "reopen timed out"))
                 log.warning("%s could not be reopened to loop (%s); ending", self.name, session.error or "timed out")
@@ -374,7 +386,7 @@ class FrameGrabber:
             while True:
                 if self._stop.wait(delay):
                     return
-                session = self._begin(self._factory())
+                session = self._reopen()
                 settled = self._wait_settled(session)
                 if self._stop.is_set():
                     return
@@ -412,3 +424,21 @@ class FrameGrabber:
     def _note_error(self, reason: str) -> None:
         with self._lock:
             self._stats.last_error = reason
+
+
+class _Unavailable:
+    """Stands in for a source the factory could not even build (its session has already failed)."""
+
+    live = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def open(self) -> None:
+        return None
+
+    def read(self) -> np.ndarray | None:
+        return None
+
+    def close(self) -> None:
+        return None
