@@ -1,0 +1,64 @@
+"""What the frame loop hands to its outputs: one ``FrameResult`` per frame, written to every ``Sink``.
+
+Sinks (one small class each): ``DisplaySink`` (``outputs.display``), ``JsonlLogSink``/``CsvLogSink``
+(``outputs.logsink``), ``SnapshotSink`` (``outputs.snapshots``), ``WebServer`` (``edge_app.web``) and
+``MqttSink`` (``edge_app.mqtt``). ``draw_overlay`` (``outputs.draw``) is the pure annotation function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_app.model import Classification
+
+__all__ = ["FrameResult", "Sink", "iso_utc"]
+
+
+def iso_utc(epoch: float) -> str:
+    """``2026-11-24T04:00:00.123Z`` for a ``time.time()`` value."""
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class FrameResult:
+    index: int  # frame number
+    time: float  # wall clock, time.time()
+    top: list[Classification]  # smoothed top-k above the threshold, best first
+    latency_ms: dict[str, float]  # "capture", "preprocess", "invoke", "draw", "total"
+    fps: float
+    changed: bool  # top-1 label differs from the previous frame's
+    scores: np.ndarray | None = None  # the full (smoothed) score vector, when the loop keeps it
+
+    @property
+    def label(self) -> str | None:
+        """The top-1 label, or ``None`` when nothing passed the threshold."""
+        return self.top[0].label if self.top else None
+
+    @property
+    def score(self) -> float:
+        """The top-1 score (0.0 when nothing passed the threshold)."""
+        return float(self.top[0].score) if self.top else 0.0
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready record: ``time`` (ISO-8601 UTC), ``epoch``, ``frame``, ``top``, ``latency_ms``, ``fps``, ``changed``."""
+        return {
+            "time": iso_utc(self.time),
+            "epoch": round(self.time, 3),
+            "frame": int(self.index),
+            "top": [{"id": int(c.id), "label": str(c.label), "score": round(float(c.score), 4)} for c in self.top],
+            "latency_ms": {k: round(float(v), 2) for k, v in self.latency_ms.items()},
+            "fps": round(float(self.fps), 2),
+            "changed": bool(self.changed),
+        }
+
+
+class Sink(Protocol):
+    """An output of the frame loop. ``write`` must return quickly and survive recoverable faults."""
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None: ...
+
+    def close(self) -> None: ...
