@@ -1,0 +1,316 @@
+"""``AppConfig``: every setting of the frame loop, from a TOML file and/or command-line flags.
+
+The keys mirror the CLI flags (``top_k`` is ``--top-k``). A file is read with ``tomllib``;
+unknown keys are rejected by name with close matches, wrong types and out-of-range values by
+name too, all as one-line ``ConfigError``s. Flags override the file, but only the flags given.
+Relative paths in a file are relative to the file's folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import sys
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from edge_app.delegates import DELEGATES, parse_device
+from edge_app.errors import ConfigError
+from edge_app.sources import SourceSpec, redact_url, spec_from_args
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
+    import tomli as tomllib
+
+LOG_FORMATS = ("jsonl", "csv")
+SOURCE_KEYS = ("camera", "source", "picamera")
+MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss")
+
+
+def _meta(help: str, **rules: Any) -> dict[str, Any]:
+    """A config field's one-line description and validation rules (min, gt, max, choices, check)."""
+    return {"help": help, **rules}
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``:8080`` and ``8080`` mean all interfaces, ``[::1]:8080`` is IPv6) to ``(host, port)``."""
+    value = text.strip()
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        host, port_text = "", value
+    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - serving on all interfaces is the documented default
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as 0.0.0.0:8080 or 127.0.0.1:8080, got {text!r}")
+    return host, int(port_text)
+
+
+def _check_http(value: str) -> None:
+    parse_hostport(value)
+
+
+def _check_mqtt(value: str) -> None:
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"expected a broker URL such as mqtt://host:1883, got {value!r} ({exc})") from None
+    if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
+        raise ValueError(f"expected a broker URL such as mqtt://host:1883 or mqtts://user:pass@host:8883, got {value!r}")
+    if port == 0:
+        raise ValueError(f"the broker port must be 1-65535, got {value!r}")
+
+
+def _check_device(value: str) -> None:
+    parse_device(value)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """Settings of ``edge-app``; field names are the TOML keys, ``--field-name`` the flags."""
+
+    # model
+    model: Path | None = field(default=None, metadata=_meta("model folder or .tflite file (default: the shipped cifar10 model)"))
+    labels: Path | None = field(default=None, metadata=_meta("labels file, one class per line (default: labels.txt beside the model)"))
+    threads: int | None = field(default=None, metadata=_meta("interpreter CPU threads (default: the runtime's choice)", min=1, max=64))
+    delegate: str = field(default="cpu", metadata=_meta("cpu, edgetpu (Coral, required) or auto (Coral if present, else CPU)", choices=DELEGATES))
+    device: str | None = field(default=None, metadata=_meta("Edge TPU device: usb, usb:N, pci or pci:N (default: the first one)", check=_check_device))
+    # source
+    camera: int | None = field(default=None, metadata=_meta("camera index (default 0 when no source is given)", min=0))
+    source: str | None = field(default=None, metadata=_meta("video file, image folder, or rtsp:// / http:// stream URL"))
+    picamera: bool = field(default=False, metadata=_meta("Raspberry Pi CSI camera through picamera2 (camera selects which)"))
+    width: int | None = field(default=None, metadata=_meta("capture width requested from a camera", min=1))
+    height: int | None = field(default=None, metadata=_meta("capture height requested from a camera", min=1))
+    fps: float | None = field(default=None, metadata=_meta("capture rate requested from a camera (paces folders with realtime)", gt=0))
+    realtime: bool = field(default=False, metadata=_meta("pace video files and folders at their native rate (newest frame wins)"))
+    loop: bool = field(default=False, metadata=_meta("start a video file or folder again at its end"))
+    open_timeout: float = field(default=10.0, metadata=_meta("seconds to wait for a camera or stream to open", gt=0))
+    watchdog: float = field(default=5.0, metadata=_meta("seconds a live source may give no frame before its capture is abandoned and reopened", gt=0))
+    # classification
+    top_k: int = field(default=3, metadata=_meta("how many classes to report per frame", min=1, max=100))
+    threshold: float = field(default=0.0, metadata=_meta("report classes with at least this score (0-1)", min=0.0, max=1.0))
+    smoothing: float = field(default=1.0, metadata=_meta("EMA alpha over frames in (0, 1]: lower is smoother, 1 is off", gt=0.0, max=1.0))
+    # outputs
+    headless: bool = field(default=False, metadata=_meta("no window: log, snapshots, web and MQTT only"))
+    log: Path | None = field(default=None, metadata=_meta("append one record per frame to this file"))
+    log_format: str | None = field(default=None, metadata=_meta("jsonl or csv (default: from the log file's suffix, else jsonl)", choices=LOG_FORMATS))
+    log_changes_only: bool = field(default=False, metadata=_meta("log only frames whose top-1 label changed"))
+    log_max_bytes: int | None = field(default=None, metadata=_meta("rotate the log file at this size (keeps one .1 backup)", min=1024))
+    snapshots: Path | None = field(default=None, metadata=_meta("folder for annotated JPEG snapshots (display key s, and on label changes)"))
+    snapshot_max: int = field(default=100, metadata=_meta("keep at most this many snapshots (oldest deleted first)", min=1))
+    snapshot_min_score: float = field(default=0.5, metadata=_meta("save a snapshot on a label change only at this top-1 score or more", min=0.0, max=1.0))
+    http: str | None = field(default=None, metadata=_meta("serve the live view, /status, /health and /metrics on HOST:PORT", check=_check_http))
+    http_token: str | None = field(default=None, metadata=_meta("require ?token=... or Authorization: Bearer ... on the web server"))
+    mqtt: str | None = field(default=None, metadata=_meta("publish results to an MQTT broker, e.g. mqtt://host:1883", check=_check_mqtt))
+    mqtt_prefix: str = field(default="edge-app", metadata=_meta("MQTT topic prefix (topics are PREFIX/DEVICE/...)"))
+    mqtt_device: str | None = field(default=None, metadata=_meta("device name in MQTT topics (default: the host name)"))
+    mqtt_every: int = field(default=1, metadata=_meta("publish every Nth result (label changes are always published)", min=1))
+    # run control
+    max_frames: int | None = field(default=None, metadata=_meta("stop after this many frames", min=1))
+    duration: float | None = field(default=None, metadata=_meta("stop after this many seconds", gt=0))
+    stats_interval: float = field(default=10.0, metadata=_meta("seconds between stats log lines (0: off)", min=0.0))
+
+    def __post_init__(self) -> None:
+        if self.camera is not None and self.source is not None:
+            raise ConfigError("camera and source are mutually exclusive: set only one of them (a file's choice is replaced by --camera/--source)")
+        if self.picamera and self.source is not None:
+            raise ConfigError("picamera and source are mutually exclusive: picamera with camera = N opens CSI camera N")
+        if self.http_token is not None and self.http is None:
+            raise ConfigError("http_token is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove the token")
+        if self.source is not None and not self.source.strip():
+            raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], origin: str = "config", base_dir: Path | None = None) -> AppConfig:
+        """A config from TOML-style keys (``top_k``); ``origin`` names the file in errors."""
+        return cls().merged(data, origin, base_dir)
+
+    def merged(self, data: Mapping[str, Any], origin: str = "command line", base_dir: Path | None = None) -> AppConfig:
+        """This config with ``data`` applied on top; a new camera/source/picamera choice replaces the old one."""
+        specs = field_specs()
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key not in specs:
+                raise ConfigError(_unknown_key_message(key, origin))
+            values[key] = _convert(specs[key], raw, origin, base_dir)
+        if any(k in values for k in SOURCE_KEYS):
+            for k in SOURCE_KEYS:
+                values.setdefault(k, specs[k].default)
+        try:
+            return replace(self, **values)
+        except ConfigError as exc:
+            raise ConfigError(f"{origin}: {exc}") from None
+
+    # ------------------------------------------------------------------ views
+
+    def source_spec(self) -> SourceSpec:
+        """The capture spec for ``FrameGrabber`` (camera 0 when no source is configured)."""
+        return spec_from_args(
+            camera=self.camera,
+            source=self.source,
+            picamera=self.picamera,
+            width=self.width,
+            height=self.height,
+            fps=self.fps,
+            loop=self.loop,
+            realtime=self.realtime,
+            open_timeout_s=self.open_timeout,
+            read_timeout_s=self.watchdog,
+        )
+
+    def changed(self) -> dict[str, Any]:
+        """The keys whose value differs from the default (what a file or flags set)."""
+        defaults = AppConfig()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
+
+    def describe(self) -> list[str]:
+        """``key = value`` lines for every key that is not the default (secrets masked)."""
+        lines = []
+        for key, value in self.changed().items():
+            shown = "***" if key == "http_token" else _redact(value) if key == "mqtt" else value
+            lines.append(f"{key} = {shown}")
+        return lines
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    kind: type
+    optional: bool
+    default: Any
+    help: str
+    rules: Mapping[str, Any]
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@cache
+def field_specs() -> dict[str, FieldSpec]:
+    """Every config key with its base type (``int``, ``float``, ``bool``, ``str``, ``Path``) and rules."""
+    hints = typing.get_type_hints(AppConfig)
+    specs = {}
+    for f in fields(AppConfig):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        kind = args[0] if args else hint
+        rules = {k: v for k, v in f.metadata.items() if k != "help"}
+        default = None if f.default is MISSING else f.default
+        specs[f.name] = FieldSpec(f.name, kind, bool(args), default, str(f.metadata.get("help", "")), rules)
+    return specs
+
+
+def load_config(path: Path | None = None, overrides: Mapping[str, Any] | None = None) -> AppConfig:
+    """The file at ``path`` (if any) with ``overrides`` (the flags actually given) on top."""
+    config = AppConfig()
+    if path is not None:
+        config = AppConfig.from_mapping(read_toml(path), origin=str(path), base_dir=path.expanduser().resolve().parent)
+    if overrides:
+        config = config.merged(overrides, origin="command line")
+    return config
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.expanduser().open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist: check the path given to --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder: pass a .toml file to --config") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}): check its permissions") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: save it as UTF-8 TOML") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _unknown_key_message(key: str, origin: str) -> str:
+    keys = sorted(field_specs())
+    close = difflib.get_close_matches(str(key).replace("-", "_"), keys, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else "see systemd/config.example.toml for every key"
+    return f"{origin}: unknown key {key!r} ({hint}); known keys: {', '.join(keys)}"
+
+
+def _type_name(spec: FieldSpec) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
+    return names.get(spec.kind, spec.kind.__name__)
+
+
+def _convert(spec: FieldSpec, raw: Any, origin: str, base_dir: Path | None) -> Any:
+    name = spec.flag if origin == "command line" else spec.name
+    where = "" if origin == "command line" else f"{origin}: "
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{where}{name} {what}")
+
+    if raw is None:
+        if spec.optional:
+            return None
+        raise bad(f"must be {_type_name(spec)}, got nothing")
+    kind = spec.kind
+    value: Any
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise bad(f"must be true or false, got {raw!r}")
+        value = raw
+    elif kind is int:
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise bad(f"must be an integer, got {raw!r}")
+        value = raw
+    elif kind is float:
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise bad(f"must be a number, got {raw!r}")
+        value = float(raw)
+        if not math.isfinite(value):
+            raise bad(f"must be a finite number, got {raw!r}")
+    elif kind in (str, Path):
+        if isinstance(raw, Path):
+            raw = str(raw)
+        if not isinstance(raw, str):
+            raise bad(f"must be {_type_name(spec)}, got {raw!r}")
+        if not raw.strip():
+            raise bad("is empty: set a value or leave the key out")
+        value = raw
+        if kind is Path:
+            path = Path(raw).expanduser()
+            value = base_dir / path if base_dir is not None and not path.is_absolute() else path
+    else:  # pragma: no cover - every field above has one of these types
+        raise TypeError(f"unsupported config type {kind!r}")
+
+    rules = spec.rules
+    if "choices" in rules and value not in rules["choices"]:
+        raise bad(f"must be one of {', '.join(rules['choices'])}, got {value!r}")
+    if "min" in rules and value < rules["min"]:
+        raise bad(f"must be >= {rules['min']}{_upper(rules)}, got {value!r}")
+    if "gt" in rules and value <= rules["gt"]:
+        raise bad(f"must be > {rules['gt']}{_upper(rules)}, got {value!r}")
+    if "max" in rules and value > rules["max"]:
+        lower = f">= {rules['min']} and " if "min" in rules else f"> {rules['gt']} and " if "gt" in rules else ""
+        raise bad(f"must be {lower}<= {rules['max']}, got {value!r}")
+    if "check" in rules:
+        try:
+            rules["check"](value)
+        except (ValueError, ConfigError) as exc:
+            raise bad(f"is invalid: {exc}") from None
+    return value
+
+
+def _upper(rules: Mapping[str, Any]) -> str:
+    return f" and <= {rules['max']}" if "max" in rules else ""
+
+
+def _redact(url: object) -> object:
+    return redact_url(url) if isinstance(url, str) else url
