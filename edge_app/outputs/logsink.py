@@ -1,0 +1,251 @@
+"""Result logs: one record per line as JSON Lines or CSV, with size-based rotation.
+
+Each record is encoded first and then written with a single ``os.write`` on an ``O_APPEND``
+descriptor (no Python buffering), so a killed process never leaves half a line; a short write
+(disk full) is truncated back. ``fsync=True`` also forces every line to the disk.
+
+A log that cannot be opened at start is a one-line ``OutputError``. Later write errors (disk full,
+folder removed) are logged once, the records are counted in ``dropped``, and the file is reopened
+every ``retry_s`` seconds: the frame loop never stops because of its log.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from edge_app.errors import ConfigError, OutputError
+from edge_app.outputs import FrameResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 10_000_000
+DEFAULT_BACKUPS = 5
+DEFAULT_RETRY_S = 5.0
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+class RotatingLineLog(ABC):
+    """Append-only lines with rotation to ``path.1`` .. ``path.N``; subclasses turn a result into a line."""
+
+    header: bytes = b""  # written first in every new file (CSV column names)
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backups: int = DEFAULT_BACKUPS,
+        changes_only: bool = False,
+        fsync: bool = False,
+        retry_s: float = DEFAULT_RETRY_S,
+    ) -> None:
+        if max_bytes <= 0:
+            raise ConfigError(f"log max_bytes must be a positive number of bytes, got {max_bytes}; e.g. 10000000 for 10 MB")
+        if backups < 0:
+            raise ConfigError(f"log backups must be 0 or more, got {backups}; it is how many rotated files (log.1 .. log.N) to keep")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.changes_only = changes_only
+        self.fsync = fsync
+        self.retry_s = retry_s
+        self.written = 0  # records written
+        self.dropped = 0  # records lost to write errors
+        self.rotations = 0
+        self.last_error: str | None = None
+        self._fd: int | None = None
+        self._size = 0
+        self._retry_at = 0.0
+        self._closed = False
+        try:
+            self._open()
+        except OSError as exc:
+            raise OutputError(f"cannot open log file {self.path}: {_reason(exc)}; choose a writable location or fix the folder's permissions") from exc
+
+    # ------------------------------------------------------------------ encoding
+
+    @abstractmethod
+    def encode(self, result: FrameResult) -> bytes:
+        """One complete line (ending in ``\\n``) for ``result``."""
+
+    def header_matches(self, first_line: bytes) -> bool:
+        """Whether an existing file's first line fits this format (else it is rotated away before appending)."""
+        return not self.header or first_line == self.header
+
+    # ------------------------------------------------------------------ file handling
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.header and self.path.exists() and self.path.stat().st_size > 0:
+            with self.path.open("rb") as f:
+                first = f.readline()
+            if not self.header_matches(first):
+                log.warning("%s has other columns than this log writes; moving it to %s.1", self.path, self.path)
+                self._shift_backups()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        if self._size == 0 and self.header:
+            self._append(self.header)
+
+    def _append(self, data: bytes) -> None:
+        """Write ``data`` with one ``write()``; a partial write is cut back off and raised as ``OSError``."""
+        assert self._fd is not None
+        try:
+            n = os.write(self._fd, data)
+        except OSError:
+            self._truncate_to(self._size)
+            raise
+        if n != len(data):
+            self._truncate_to(self._size)
+            raise OSError(28, "short write (disk full?)")
+        if self.fsync:
+            os.fsync(self._fd)
+        self._size += n
+
+    def _truncate_to(self, size: int) -> None:
+        if self._fd is None:
+            return
+        try:
+            if os.fstat(self._fd).st_size > size:
+                os.ftruncate(self._fd, size)
+        except OSError:
+            pass  # not a regular file, or the file system is gone; the next reopen starts clean
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError as exc:
+                log.debug("closing %s: %s", self.path, exc)
+            self._fd = None
+
+    def _shift_backups(self) -> None:
+        """``path.(N-1)`` -> ``path.N`` ... ``path`` -> ``path.1`` (or deleted when ``backups`` is 0)."""
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{i + 1}"))
+        if self.path.exists():
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+
+    def _rotate(self) -> None:
+        self._close_fd()
+        self._shift_backups()
+        self.rotations += 1
+        self._open()
+
+    # ------------------------------------------------------------------ Sink
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        if self._closed or (self.changes_only and not result.changed):
+            return
+        line = self.encode(result)
+        if self._fd is None:
+            if time.monotonic() < self._retry_at:
+                self.dropped += 1
+                return
+            try:
+                self._open()
+            except OSError as exc:
+                self._failed(exc)
+                return
+        try:
+            if self._size > len(self.header) and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            self._append(line)
+        except OSError as exc:
+            self._failed(exc)
+            return
+        if self.last_error is not None:
+            log.warning("log %s is writable again; %d record(s) were dropped meanwhile", self.path, self.dropped)
+            self.last_error = None
+        self.written += 1
+
+    def _failed(self, exc: OSError) -> None:
+        self.dropped += 1
+        reason = _reason(exc)
+        if self.last_error is None:
+            log.error("cannot write log %s: %s; dropping records and retrying every %.0f s", self.path, reason, self.retry_s)
+        self.last_error = reason
+        self._close_fd()
+        self._retry_at = time.monotonic() + self.retry_s
+
+    def close(self) -> None:
+        self._closed = True
+        self._close_fd()
+        if self.dropped:
+            log.warning("log %s: %d record(s) dropped by write errors", self.path, self.dropped)
+
+
+class JsonlLogSink(RotatingLineLog):
+    """One JSON object per line: ``FrameResult.to_json_dict()``."""
+
+    def encode(self, result: FrameResult) -> bytes:
+        return (json.dumps(result.to_json_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+class CsvLogSink(RotatingLineLog):
+    """One row per record with a header in every file; ``top`` holds ``label:score`` pairs joined by ``|``."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "time", "epoch", "frame", "label", "score", "top", "fps",
+        "capture_ms", "preprocess_ms", "invoke_ms", "draw_ms", "total_ms", "changed",
+    )  # fmt: skip
+    header = (",".join(COLUMNS) + "\r\n").encode()
+
+    def header_matches(self, first_line: bytes) -> bool:
+        return first_line.rstrip(b"\r\n") == self.header.rstrip(b"\r\n")
+
+    def encode(self, result: FrameResult) -> bytes:
+        rec = result.to_json_dict()
+        top = rec["top"]
+        lat = rec["latency_ms"]
+        row = [
+            rec["time"],
+            rec["epoch"],
+            rec["frame"],
+            top[0]["label"] if top else "",
+            top[0]["score"] if top else "",
+            "|".join(f"{c['label']}:{c['score']}" for c in top),
+            rec["fps"],
+            *(lat.get(k, "") for k in ("capture", "preprocess", "invoke", "draw", "total")),
+            int(rec["changed"]),
+        ]
+        buf = io.StringIO()
+        csv.writer(buf).writerow(row)
+        return buf.getvalue().encode("utf-8")
+
+
+LOG_FORMATS: dict[str, type[RotatingLineLog]] = {"jsonl": JsonlLogSink, "csv": CsvLogSink}
+LOG_EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def make_log_sink(path: Path, fmt: str | None = None, **kw: Any) -> RotatingLineLog:
+    """A log sink for ``path``: ``fmt`` from ``LOG_FORMATS``, or chosen by the file extension."""
+    path = Path(path)
+    if fmt is None:
+        fmt = LOG_EXTENSIONS.get(path.suffix.lower())
+        if fmt is None:
+            raise ConfigError(
+                f"cannot tell the log format from {path.name!r}; name it .jsonl or .csv, or set the format to one of: {', '.join(LOG_FORMATS)}"
+            )
+    cls = LOG_FORMATS.get(fmt.lower())
+    if cls is None:
+        raise ConfigError(f"unknown log format {fmt!r}; expected one of: {', '.join(LOG_FORMATS)}")
+    return cls(path, **kw)
