@@ -42,6 +42,7 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
+    ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
 
     def resolved_batch(self) -> int:
         return self.batch_size or (32 if self.arch == "paper" else 256)
@@ -94,6 +95,11 @@ def _lr_schedule(peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: 
     return WarmupLinearDecay(peak, max(1, int(steps_per_epoch * warmup_epochs)), total)
 
 
+def use_ema(cfg: TrainConfig, steps_per_epoch: int) -> bool:
+    """Weight averaging pays off only over enough steps (a 0.99 average needs a few hundred)."""
+    return cfg.ema and cfg.arch == "edge" and steps_per_epoch * cfg.epochs >= 500
+
+
 def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
     n_cls = len(train.classes)
     if cfg.arch == "paper":
@@ -111,7 +117,7 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
     steps = math.ceil(len(train) / cfg.resolved_batch())
     schedule = _lr_schedule(cfg.lr or 0.2, steps, cfg.epochs, cfg.warmup_epochs)
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, use_ema=use_ema(cfg, steps), ema_momentum=0.99),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
@@ -163,7 +169,11 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             return self.x[s], self.y[s]
 
     best_path = out / "best.keras"
-    callbacks = [
+    callbacks: list[Any] = []
+    if use_ema(cfg, math.ceil(len(train) / batch)):
+        # evaluate and checkpoint the averaged weights (must run before the checkpoints)
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", mode="max", save_best_only=True),
         keras.callbacks.ModelCheckpoint(out / "last.keras"),
         keras.callbacks.CSVLogger(str(out / "history.csv")),
@@ -249,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -268,7 +279,7 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
     cfg = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=not args.no_augment, precision=args.precision, seed=args.seed, widths=widths,
+        augment=not args.no_augment, ema=not args.no_ema, precision=args.precision, seed=args.seed, widths=widths,
     )
     train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
     if args.limit_per_class:

@@ -1,0 +1,320 @@
+"""``convert-model``: a Keras model to a checked, full-integer int8 TFLite bundle for the device.
+
+``convert-model runs/edge/model.keras --data cifar10-train.tar.gz --out models/cifar10`` writes
+``model.tflite`` (uint8 in/out, batch 1, with TFLite metadata when MediaPipe's metadata writer is
+installed), ``labels.txt`` and ``manifest.json``; ``model_edgetpu.tflite`` too when
+``edgetpu_compiler`` is on PATH. The int8 model is checked against the float model on held-out
+images and refused when it loses more than ``--max-drop`` points (unless ``--allow-drop``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.cli_common import add_common_flags, run_cli
+from converter.data import Dataset, parse_size, stratified_sample, train_val
+from converter.errors import DataError, ModelError, QuantizationError
+from converter.quantize import quantize_model
+from edge_app.model import MANIFEST_FORMAT, make_interpreter, output_scores, set_input
+
+log = logging.getLogger(__name__)
+
+# Operations the Edge TPU compiler maps to the TPU (coral.ai/docs/edgetpu/models-intro, "Supported operations").
+EDGETPU_OPS = frozenset({
+    "ADD", "AVERAGE_POOL_2D", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE", "EXP",
+    "FULLY_CONNECTED", "GATHER", "HARD_SWISH", "L2_NORMALIZATION", "LOGISTIC", "LSTM", "MAX_POOL_2D",
+    "MEAN", "MINIMUM", "MAXIMUM", "MUL", "PACK", "PAD", "PADV2", "PRELU", "QUANTIZE", "REDUCE_MAX",
+    "REDUCE_MIN", "RELU", "RELU6", "RELU_N1_TO_1", "RESHAPE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR",
+    "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SPLIT", "SQUARED_DIFFERENCE", "SQUEEZE",
+    "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
+})
+INT_TYPES = ("int8", "uint8", "int32")
+
+
+# --------------------------------------------------------------------------- inference helpers
+
+
+def tflite_predict(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Scores ``(N, classes)`` of a .tflite model on uint8 images, through the device app's code."""
+    interp = make_interpreter(path, num_threads=threads)
+    out = []
+    for img in x:
+        set_input(interp, img)
+        interp.invoke()
+        out.append(output_scores(interp))
+    return np.stack(out) if out else np.zeros((0, 0), np.float32)
+
+
+def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
+
+
+# --------------------------------------------------------------------------- Edge TPU
+
+
+@dataclass
+class EdgeTpuReport:
+    compatible: bool
+    ops: list[str]
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"compatible": self.compatible, "ops": self.ops, "problems": self.problems}
+
+
+def edgetpu_report(path: Path) -> EdgeTpuReport:
+    """Whether every op is int8 and on the Edge TPU's list and every shape is static."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    interp = tf.lite.Interpreter(
+        model_path=str(path), experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interp.allocate_tensors()
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    problems: list[str] = []
+    ops = []
+    for op in interp._get_ops_details():
+        name = str(op["op_name"])
+        ops.append(name)
+        if name not in EDGETPU_OPS:
+            problems.append(f"op {name} is not supported by the Edge TPU (it would run on the CPU)")
+        for idx in [*op["inputs"], *op["outputs"]]:
+            if idx < 0 or idx not in tensors:
+                continue
+            t = tensors[idx]
+            dtype = np.dtype(t["dtype"]).name
+            if dtype not in INT_TYPES:
+                problems.append(f"tensor {t['name']} of {name} is {dtype}, not int8")
+            if any(int(d) < 0 for d in t.get("shape_signature", t["shape"])):
+                problems.append(f"tensor {t['name']} of {name} has a dynamic shape {list(t['shape_signature'])}")
+    return EdgeTpuReport(not problems, sorted(set(ops)), sorted(set(problems)))
+
+
+def compile_edgetpu(model: Path, out_dir: Path) -> Path | None:
+    """Run ``edgetpu_compiler`` when installed; the compiled model's path, or None."""
+    compiler = shutil.which("edgetpu_compiler")
+    if compiler is None:
+        log.info(
+            "edgetpu_compiler not found: no Edge TPU model written. On x86-64 Debian/Ubuntu add Coral's apt repository "
+            "(https://coral.ai/docs/edgetpu/compiler/), apt-get install edgetpu-compiler, and rerun convert-model"
+        )
+        return None
+    proc = subprocess.run([compiler, "-s", "-o", str(out_dir), str(model)], capture_output=True, text=True, check=False)
+    compiled = out_dir / f"{model.stem}_edgetpu.tflite"
+    if proc.returncode != 0 or not compiled.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()
+        log.warning("edgetpu_compiler failed: %s", tail[-1] if tail else proc.returncode)
+        return None
+    log.info("wrote Edge TPU model %s", compiled)
+    return compiled
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def add_metadata(model: Path, labels: list[str]) -> bool:
+    """Embed standard TFLite metadata (labels, input normalisation) for MediaPipe Tasks and others.
+
+    Uses MediaPipe's metadata writer when installed (``pip install mediapipe``); returns False
+    and leaves the model untouched otherwise.
+    """
+    try:
+        from mediapipe.tasks.python.metadata.metadata_writers import image_classifier, metadata_writer  # noqa: PLC0415
+    except Exception as exc:
+        log.warning("no TFLite metadata written (%s): pip install mediapipe to embed labels for MediaPipe Tasks", type(exc).__name__)
+        return False
+    writer = image_classifier.MetadataWriter.create(
+        model.read_bytes(),
+        input_norm_mean=[0.0],
+        input_norm_std=[1.0],
+        labels=metadata_writer.Labels().add(labels),
+    )
+    data, _ = writer.populate()
+    model.write_bytes(data)
+    return True
+
+
+# --------------------------------------------------------------------------- the conversion
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    manifest: dict[str, Any]
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "edge-recognition"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+def convert_model(
+    model_path: Path,
+    train: Dataset,
+    val: Dataset,
+    out: Path,
+    *,
+    calib_per_class: int | None = None,
+    calib_images: int = 300,
+    eval_limit: int | None = None,
+    max_drop: float = 1.0,
+    allow_drop: bool = False,
+    arch: str | None = None,
+    seed: int = 0,
+) -> ConvertResult:
+    """Quantise, check against the float model, and write the bundle into ``out``."""
+    import keras  # noqa: PLC0415
+
+    if not model_path.is_file():
+        raise ModelError(f"model not found: {model_path}; pass the model.keras written by train-model")
+    try:
+        model = keras.models.load_model(model_path, compile=False)
+    except Exception as exc:
+        raise ModelError(f"cannot load {model_path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    in_shape = tuple(int(d) for d in model.input_shape[1:])
+    if in_shape != train.image_shape:
+        raise DataError(
+            f"the model takes {'x'.join(map(str, in_shape))} images but the data is {'x'.join(map(str, train.image_shape))}; "
+            f"pass --image-size {in_shape[0]}x{in_shape[1]}"
+        )
+    n_out = int(model.output_shape[-1])
+    if n_out != len(train.classes):
+        raise DataError(f"the model has {n_out} outputs but the data has {len(train.classes)} classes ({', '.join(train.classes)})")
+
+    per_class = calib_per_class or max(1, calib_images // len(train.classes))
+    calib = train.x[stratified_sample(train.y, per_class, seed)]
+    if eval_limit and eval_limit < len(val):
+        val = val.subset(stratified_sample(val.y, max(1, eval_limit // len(val.classes)), seed))
+
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="convert-") as tmp:
+        staged = Path(tmp) / "model.tflite"
+        t0 = time.perf_counter()
+        quantize_model(model_path, calib, staged)
+        convert_s = time.perf_counter() - t0
+
+        float_pred = np.argmax(keras_predict(model, val.x), 1)
+        int8_scores = tflite_predict(staged, val.x)
+        int8_pred = np.argmax(int8_scores, 1)
+        acc_f = float(np.mean(float_pred == val.y))
+        acc_q = float(np.mean(int8_pred == val.y))
+        agree = float(np.mean(float_pred == int8_pred))
+        drop = (acc_f - acc_q) * 100
+        log.info("validation accuracy on %d images: float %.4f, int8 %.4f (drop %.2f points, %.1f %% same predictions)",
+                 len(val), acc_f, acc_q, drop, agree * 100)
+        if drop > max_drop and not allow_drop:
+            raise QuantizationError(
+                f"int8 accuracy {acc_q:.4f} is {drop:.2f} points below the float model's {acc_f:.4f} (limit {max_drop}); "
+                "nothing written. Try more calibration images (--calib-images) or pass --allow-drop to write it anyway"
+            )
+        tpu = edgetpu_report(staged)
+        has_metadata = add_metadata(staged, list(train.classes))
+        shutil.copyfile(staged, out / "model.tflite")
+
+    (out / "labels.txt").write_text("\n".join(train.classes) + "\n", encoding="utf-8")
+    compiled = compile_edgetpu(out / "model.tflite", out) if tpu.compatible else None
+    if not tpu.compatible:
+        log.warning("not Edge TPU compatible: %s", "; ".join(tpu.problems))
+    interp = make_interpreter(out / "model.tflite")
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    h, w, c = (int(d) for d in inp["shape"][1:])
+    report_path = model_path.parent / "train_report.json"
+    train_report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "model": "model.tflite",
+        "edgetpu_model": compiled.name if compiled else None,
+        "labels": "labels.txt",
+        "input": {
+            "height": h, "width": w, "channels": c, "color_order": "RGB" if c == 3 else "GRAY",
+            "dtype": np.dtype(inp["dtype"]).name, "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
+        },
+        "output": {
+            "dtype": np.dtype(outp["dtype"]).name, "scale": float(outp["quantization"][0]), "zero_point": int(outp["quantization"][1]),
+            "kind": "probabilities",
+        },
+        "classes": list(train.classes),
+        "dataset": train.name,
+        "arch": arch or train_report.get("arch", "unknown"),
+        "accuracy": {
+            "float": round(acc_f, 4), "int8": round(acc_q, 4), "agreement": round(agree, 4),
+            "images": len(val), "split": "validation",
+        },
+        "calibration_images": len(calib),
+        "size_bytes": (out / "model.tflite").stat().st_size,
+        "params": int(model.count_params()),
+        "macs": train_report.get("macs"),
+        "training": {k: train_report[k] for k in ("train_images", "val_accuracy", "best_epoch", "train_seconds", "machine", "date", "config")
+                     if k in train_report},
+        "edgetpu": tpu.to_json(),
+        "tflite_metadata": has_metadata,
+        "convert_seconds": round(convert_s, 1),
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": f"{platform.machine()} {platform.system()}",
+        "tools": _versions(),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    log.info("wrote %s (%d bytes, int8 accuracy %.4f)", out / "model.tflite", manifest["size_bytes"], acc_q)
+    return ConvertResult(out, manifest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convert-model", description="Convert a Keras model to a checked int8 TFLite bundle (model, labels, manifest).")
+    p.add_argument("model", type=Path, help="model.keras written by train-model")
+    p.add_argument("--data", required=True, help="the training data (cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (e.g. models/cifar10)")
+    p.add_argument("--image-size", help="resize images to N or HxW (must match the model input)")
+    p.add_argument("--calib-images", type=int, default=300, help="representative images for calibration (default 300)")
+    p.add_argument("--eval-limit", type=int, help="check on at most N validation images (default: all)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="validation carve, as in train-model")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest accepted int8 accuracy loss in points (default 1)")
+    p.add_argument("--allow-drop", action="store_true", help="write the model even when int8 loses more than --max-drop")
+    p.add_argument("--arch", help="recorded in the manifest (default: from train_report.json)")
+    p.add_argument("--seed", type=int, default=0)
+    add_common_flags(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    if not 10 <= args.calib_images <= 5000:
+        raise DataError(f"--calib-images {args.calib_images} is out of range: use 200-500 (10-5000 accepted)")
+    train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
+    res = convert_model(
+        args.model, train, val, args.out, calib_images=args.calib_images, eval_limit=args.eval_limit,
+        max_drop=args.max_drop, allow_drop=args.allow_drop, arch=args.arch, seed=args.seed,
+    )
+    acc = res.manifest["accuracy"]
+    print(json.dumps({"out": str(res.out), "float": acc["float"], "int8": acc["int8"], "images": acc["images"],
+                      "size_bytes": res.manifest["size_bytes"], "edgetpu_compatible": res.manifest["edgetpu"]["compatible"],
+                      "edgetpu_model": res.manifest["edgetpu_model"]}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("convert-model", _main, args)
+
+
+__all__ = ["EDGETPU_OPS", "ConvertResult", "convert_model", "edgetpu_report", "keras_predict", "quantize_model", "tflite_predict"]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""``evaluate-model``: accuracy, per-class precision/recall, confusion matrix and latency of a model.
+
+``evaluate-model models/cifar10 --data cifar10-train.tar.gz`` evaluates the int8 model on the
+validation carve (the same seed and fraction as ``train-model``); ``.tflite`` models run through
+the device app's own LiteRT code (``edge_app.model``), ``.keras`` models through Keras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.cli_common import add_common_flags, run_cli
+from converter.data import Dataset, load_dataset, parse_size, resize_batch, stratified_sample, train_val
+from converter.errors import DataError, ModelError
+from edge_app.errors import ModelError as DeviceModelError
+from edge_app.model import load_labels, make_interpreter, output_scores, resolve_model, set_input
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Evaluation:
+    model: str
+    dataset: str
+    split: str
+    classes: list[str]
+    accuracy: float
+    confusion: np.ndarray  # rows: true class, columns: predicted class
+    precision: list[float]
+    recall: list[float]
+    latency_ms: dict[str, float]
+    predictions: np.ndarray
+    scores: np.ndarray
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "dataset": self.dataset,
+            "split": self.split,
+            "images": int(self.confusion.sum()),
+            "accuracy": round(self.accuracy, 4),
+            "per_class": {
+                c: {"precision": round(p, 4), "recall": round(r, 4), "support": int(self.confusion[i].sum())}
+                for i, (c, p, r) in enumerate(zip(self.classes, self.precision, self.recall, strict=True))
+            },
+            "confusion_matrix": self.confusion.tolist(),
+            "latency_ms": self.latency_ms,
+            "machine": f"{platform.machine()}, {platform.system()}",
+            "date": time.strftime("%Y-%m-%d"),
+        }
+
+
+class TFLiteRunner:
+    """A ``.tflite`` model (or bundle folder) through the device app's interpreter helpers."""
+
+    def __init__(self, path: Path, threads: int | None = 1) -> None:
+        try:
+            files = resolve_model(path)
+            self.interp = make_interpreter(files.model, num_threads=threads)
+            self.labels = load_labels(files.labels) if files.labels else None
+        except DeviceModelError as exc:
+            raise ModelError(str(exc)) from exc
+        self.name = str(files.model)
+        self.input_shape = tuple(int(d) for d in self.interp.get_input_details()[0]["shape"][1:])
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        set_input(self.interp, image)
+        self.interp.invoke()
+        return output_scores(self.interp)
+
+
+class KerasRunner:
+    def __init__(self, path: Path) -> None:
+        import keras  # noqa: PLC0415
+
+        if not path.is_file():
+            raise ModelError(f"model not found: {path}")
+        try:
+            self.model = keras.models.load_model(path, compile=False)
+        except Exception as exc:
+            raise ModelError(f"cannot load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        labels = path.parent / "labels.txt"
+        self.labels = load_labels(labels) if labels.exists() else None
+        self.name = str(path)
+        self.input_shape = tuple(int(d) for d in self.model.input_shape[1:])
+
+    def predict_one(self, image: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(image[None].astype(np.float32), training=False))[0]
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(x.astype(np.float32), batch_size=256, verbose=0))
+
+
+def open_runner(path: Path, threads: int | None = 1) -> TFLiteRunner | KerasRunner:
+    if path.suffix == ".keras":
+        return KerasRunner(path)
+    if path.suffix == ".tflite" or path.is_dir():
+        return TFLiteRunner(path, threads)
+    raise ModelError(f"{path}: expected a .keras model, a .tflite model or a model folder")
+
+
+def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
+    cm = np.zeros((n, n), np.int64)
+    np.add.at(cm, (y, pred), 1)
+    return cm
+
+
+def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "validation", latency_runs: int = 200) -> Evaluation:
+    if runner.labels is not None and list(runner.labels) != list(data.classes):
+        raise DataError(f"the model's labels ({', '.join(runner.labels)}) differ from the data's classes ({', '.join(data.classes)})")
+    if data.image_shape != runner.input_shape:
+        fix = (f"pass --image-size {runner.input_shape[0]}x{runner.input_shape[1]}" if data.image_shape[2] == runner.input_shape[2]
+               else "the model was trained on images with another number of colour channels")
+        raise DataError(
+            f"the model takes {'x'.join(map(str, runner.input_shape))} images but the data is {'x'.join(map(str, data.image_shape))}; {fix}"
+        )
+    scores = runner.predict_batch(data.x) if isinstance(runner, KerasRunner) else np.stack([runner.predict_one(img) for img in data.x])
+    pred = np.argmax(scores, 1)
+    n = len(data.classes)
+    cm = confusion_matrix(data.y, pred, n)
+    tp = np.diag(cm).astype(np.float64)
+    precision = (tp / np.maximum(cm.sum(0), 1)).tolist()
+    recall = (tp / np.maximum(cm.sum(1), 1)).tolist()
+    # single-image latency, as on the device (after a warm-up)
+    sample = data.x[: min(latency_runs, len(data))]
+    runner.predict_one(sample[0])
+    times = []
+    for img in sample:
+        t = time.perf_counter()
+        runner.predict_one(img)
+        times.append((time.perf_counter() - t) * 1000)
+    latency = {"mean": round(float(np.mean(times)), 4), "p50": round(float(np.percentile(times, 50)), 4),
+               "p95": round(float(np.percentile(times, 95)), 4), "runs": len(times)}
+    return Evaluation(runner.name, data.name, split, list(data.classes), float(np.mean(pred == data.y)), cm,
+                      precision, recall, latency, pred, scores)
+
+
+def confusion_text(ev: Evaluation) -> str:
+    width = max(6, *(len(c) for c in ev.classes))
+    head = " " * width + " " + " ".join(f"{c[:6]:>6}" for c in ev.classes)
+    rows = [f"{c:>{width}} " + " ".join(f"{v:>6d}" for v in row) for c, row in zip(ev.classes, ev.confusion, strict=True)]
+    return "true \\ predicted\n" + head + "\n" + "\n".join(rows) + "\n"
+
+
+def report_text(ev: Evaluation) -> str:
+    lines = [f"{ev.model} on {ev.dataset} ({ev.split}, {int(ev.confusion.sum())} images)",
+             f"accuracy {ev.accuracy:.4f}",
+             f"latency per image: mean {ev.latency_ms['mean']:.3f} ms, p95 {ev.latency_ms['p95']:.3f} ms",
+             "", f"{'class':>12} {'precision':>9} {'recall':>7} {'support':>7}"]
+    for i, c in enumerate(ev.classes):
+        lines.append(f"{c:>12} {ev.precision[i]:9.4f} {ev.recall[i]:7.4f} {int(ev.confusion[i].sum()):7d}")
+    return "\n".join(lines) + "\n\n" + confusion_text(ev)
+
+
+def plot_confusion(ev: Evaluation, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    n = len(ev.classes)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    norm = ev.confusion / np.maximum(ev.confusion.sum(1, keepdims=True), 1)
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, str(ev.confusion[i, j]), ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(n), ev.classes, rotation=45, ha="right")
+    ax.set_yticks(range(n), ev.classes)
+    ax.set(xlabel="predicted", ylabel="true", title=f"accuracy {ev.accuracy:.4f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def load_eval_data(data: str, split: str, image_size: tuple[int, int] | None, val_fraction: float, seed: int) -> Dataset:
+    if split == "val":
+        return train_val(data, image_size, val_fraction, seed)[1]
+    return load_dataset(data, split, image_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate-model", description="Accuracy, per-class precision/recall, confusion matrix and latency of a model.")
+    p.add_argument("model", type=Path, help="a .keras model, a .tflite model, or a model folder (model.tflite + labels.txt)")
+    p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip")
+    p.add_argument("--split", default="val", help="val (the carve train-model held out; default), or a split of the data such as test")
+    p.add_argument("--image-size", help="resize images to N or HxW")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--limit", type=int, help="evaluate on at most N images (stratified)")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads for .tflite (default 1)")
+    p.add_argument("--out", type=Path, help="folder for evaluation.json, confusion.txt and confusion.png")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the text report")
+    p.add_argument("--seed", type=int, default=0)
+    add_common_flags(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    runner = open_runner(args.model, args.threads)
+    data = load_eval_data(args.data, args.split, parse_size(args.image_size), args.val_fraction, args.seed)
+    want = (runner.input_shape[0], runner.input_shape[1])
+    if data.image_shape[:2] != want:
+        log.info("resizing %s images to the model's %dx%d", "x".join(map(str, data.image_shape[:2])), *want)
+        data = Dataset(resize_batch(data.x, want), data.y, data.classes, data.name)
+    if args.limit and args.limit < len(data):
+        data = data.subset(stratified_sample(data.y, max(1, args.limit // len(data.classes)), args.seed))
+    ev = evaluate(runner, data, args.split)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=1) + "\n")
+        (args.out / "confusion.txt").write_text(report_text(ev))
+        plot_confusion(ev, args.out / "confusion.png")
+        log.info("wrote %s", args.out)
+    print(json.dumps(ev.to_json(), indent=1) if args.json else report_text(ev), end="" if not args.json else "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli("evaluate-model", _main, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

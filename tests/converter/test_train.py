@@ -1,0 +1,57 @@
+"""Short real training runs: artefacts, the paper architecture, and bad arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from converter.data import Dataset
+from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
+
+
+def test_tiny_edge_run_learns_and_writes_its_artefacts(tiny_edge_run: tuple[Path, dict[str, object]], fmnist_small: tuple[Dataset, Dataset]) -> None:
+    out, report = tiny_edge_run
+    for name in ("model.keras", "last.keras", "labels.txt", "history.json", "history.csv", "learning_curves.png", "train_report.json"):
+        assert (out / name).stat().st_size > 0, name
+    _, val = fmnist_small
+    assert (out / "labels.txt").read_text().split("\n")[:10] == list(val.classes)
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 4
+    # the saved best model really reaches the reported accuracy on the held-out images, far above chance (0.1)
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    acc = float(np.mean(np.argmax(model.predict(val.x, verbose=0), 1) == val.y))
+    assert acc == report["val_accuracy"]
+    assert acc > 0.5
+    assert report["val_accuracy"] >= max(history["val_accuracy"]) - 0.02
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_paper_cnn_is_the_papers_figure_4() -> None:
+    model = paper_cnn((32, 32, 3), 10)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert [k for k in kinds if k in ("Conv2D", "MaxPooling2D", "Dense")] == [
+        "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Dense", "Dense", "Dense", "Dense",
+    ]
+    convs = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    dense = [layer.units for layer in model.layers if type(layer).__name__ == "Dense"]
+    assert convs == [32, 64, 128] and dense == [128, 64, 32, 10]
+
+
+def test_edge_cnn_fits_the_latency_budget() -> None:
+    model = edge_cnn((32, 32, 3), 10, EdgeSpec())
+    macs = count_macs(model)
+    assert 10e6 < macs < 80e6, macs  # airbench-size: well inside 2 ms int8 on one core
+    assert model.count_params() < 700_000
+
+
+def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "converter.train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("train-model: error: dataset not found")
