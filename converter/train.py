@@ -43,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
+    init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
 
     def resolved_batch(self) -> int:
         return self.batch_size or (32 if self.arch == "paper" else 256)
@@ -95,6 +96,26 @@ def _lr_schedule(peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: 
     return WarmupLinearDecay(peak, max(1, int(steps_per_epoch * warmup_epochs)), total)
 
 
+def transfer_weights(model: Any, source: Path) -> int:
+    """Copy the weights of every layer of ``source`` whose name and weight shapes match; the count copied."""
+    if not source.is_file():
+        raise DataError(f"--init-from {source}: not found; pass a model.keras written by train-model")
+    src = {layer.name: layer for layer in keras.models.load_model(source, compile=False).layers}
+    copied = 0
+    for layer in model.layers:
+        other = src.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        new, old = layer.get_weights(), other.get_weights()
+        if len(new) == len(old) and all(a.shape == b.shape for a, b in zip(new, old, strict=True)):
+            layer.set_weights(old)
+            copied += 1
+    if not copied:
+        raise DataError(f"--init-from {source}: no layer matches this architecture (train it with the same --arch and --widths)")
+    log.info("initialised %d layers from %s", copied, source)
+    return copied
+
+
 def use_ema(cfg: TrainConfig, steps_per_epoch: int) -> bool:
     """Weight averaging pays off only over enough steps (a 0.99 average needs a few hundred)."""
     return cfg.ema and cfg.arch == "edge" and steps_per_epoch * cfg.epochs >= 500
@@ -104,6 +125,8 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
     n_cls = len(train.classes)
     if cfg.arch == "paper":
         model = paper_cnn(train.image_shape, n_cls)
+        if cfg.init_from:
+            transfer_weights(model, Path(cfg.init_from))
         model.compile(
             optimizer=keras.optimizers.Adam(cfg.lr or 1e-3),
             loss="sparse_categorical_crossentropy",
@@ -114,6 +137,8 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
         raise DataError(f"unknown architecture {cfg.arch!r}: choose paper or edge")
     sample = train.x[np.random.default_rng(cfg.seed).permutation(len(train))[:5000]]
     model = edge_cnn(train.image_shape, n_cls, EdgeSpec(widths=cfg.widths), sample=sample)
+    if cfg.init_from:
+        transfer_weights(model, Path(cfg.init_from))
     steps = math.ceil(len(train) / cfg.resolved_batch())
     schedule = _lr_schedule(cfg.lr or 0.2, steps, cfg.epochs, cfg.warmup_epochs)
     model.compile(
@@ -161,7 +186,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         def on_epoch_end(self) -> None:
             order = self.rng.permutation(len(train))
             x = train.x[order]
-            self.x = augment_batch(x, self.rng) if cfg.augment and cfg.arch == "edge" else x
+            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16)) if cfg.augment and cfg.arch == "edge" else x
             self.y = targets(train.y[order])
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -261,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--init-from", type=Path, help="transfer learning: start from the matching layers of this model.keras (e.g. the CIFAR-10 model)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -279,7 +305,8 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
     cfg = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=not args.no_augment, ema=not args.no_ema, precision=args.precision, seed=args.seed, widths=widths,
+        augment=not args.no_augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None,
+        precision=args.precision, seed=args.seed, widths=widths,
     )
     train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
     if args.limit_per_class:

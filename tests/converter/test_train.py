@@ -55,3 +55,16 @@ def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("train-model: error: dataset not found")
+
+
+def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tuple[Path, dict[str, object]]) -> None:
+    from converter.train import transfer_weights
+
+    run, _ = tiny_edge_run
+    source = keras.models.load_model(run / "model.keras", compile=False)
+    target = edge_cnn((28, 28, 1), 2, EdgeSpec(widths=(16, 32, 32)))
+    copied = transfer_weights(target, run / "model.keras")
+    with_weights = [layer for layer in target.layers if layer.weights]
+    assert copied == len(with_weights) - 1  # all but the 2-class "logits" layer
+    assert np.array_equal(target.get_layer("b2_conv1").get_weights()[0], source.get_layer("b2_conv1").get_weights()[0])
+    assert target.get_layer("logits").get_weights()[0].shape == (32, 2)
