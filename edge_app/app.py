@@ -1,0 +1,394 @@
+"""The frame loop: ``FrameGrabber`` -> ``Classifier`` -> ``ScoreSmoother`` -> top-k -> ``FrameResult`` -> sinks.
+
+``App(config).run()`` loads the model, opens the outputs and the source, tells systemd it is ready,
+and classifies frames until the source ends (files, folders), a limit is reached, the display is
+quit, or SIGTERM/SIGINT arrives; then it releases the camera, closes the outputs and returns 0.
+
+Per frame it records how long each stage took (``latency_ms``): ``capture`` (waiting for the
+frame), ``preprocess``, ``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot,
+web and MQTT outputs) and ``total`` (the loop's whole time for the frame). Logs are written last,
+so they hold the final numbers; the display shows the previous frame's draw time.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import numpy as np
+
+from edge_app import __version__
+from edge_app.config import AppConfig, parse_hostport
+from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
+from edge_app.errors import OutputError
+from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
+from edge_app.notify import Notifier
+from edge_app.outputs import FrameResult, Sink
+from edge_app.outputs.display import DisplaySink
+from edge_app.outputs.logsink import make_log_sink
+from edge_app.outputs.snapshots import SnapshotSink
+from edge_app.runtime import get_runtime
+from edge_app.smoothing import ScoreSmoother
+from edge_app.sources import CaptureStats, Frame, FrameGrabber
+from edge_app.web import WebServer
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.2  # longest wait for a frame: how quickly a stop request or a dead source is noticed
+STATUS_EVERY_S = 5.0  # systemd STATUS= updates while running
+FPS_WINDOW = 30  # frames the FPS figure is averaged over
+PAUSE_POLL_MS = 50
+
+
+@dataclass
+class _Output:
+    """A sink with its name and error count (an output that fails is logged once, then counted)."""
+
+    name: str
+    sink: Sink
+    errors: int = 0
+
+
+class App:
+    """One run of the recognition loop for ``config``; ``run()`` returns the process exit code (0)."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        notifier: Notifier | None = None,
+        loader: DelegateLoader | None = None,
+        extra_sinks: Sequence[Sink] = (),
+        handle_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.loader = loader
+        self.extra_sinks = list(extra_sinks)
+        self.handle_signals = handle_signals
+        self.created = time.monotonic()
+        self.started_wall = time.time()
+        self.state = "starting"
+        self.state_reached_running = False
+        self.stop_reason: str | None = None
+        self.frames = 0
+        self.fps = 0.0
+        self.inference_ms = 0.0
+        self.last_result: FrameResult | None = None
+        self.first_result_at: float | None = None  # time.monotonic() of the first classified frame
+        self.smoother = ScoreSmoother(config.smoothing)
+        self.classifier: Classifier | None = None
+        self.acceleration: Acceleration | None = None
+        self.files: ModelFiles | None = None
+        self.grabber: FrameGrabber | None = None
+        self.display: DisplaySink | None = None
+        self.views: list[_Output] = []  # drawn and shown before the result is final
+        self.records: list[_Output] = []  # logs: written last with the final latencies
+        self._stop = threading.Event()
+        self._signals = 0
+        self._done: deque[float] = deque(maxlen=FPS_WINDOW)
+        self._last_label: str | None = None
+        self._last_draw_ms = 0.0
+        self._reconnects_seen = 0
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to finish (thread- and signal-safe); it returns within about ``POLL_S``."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        if self._signals > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean shutdown
+        self.request_stop(signal.Signals(signum).name)
+
+    def _install_signals(self) -> dict[int, Any]:
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for /status, MQTT and systemd: model, source, fps, inference_ms, frames, dropped, reconnects, uptime_s, ..."""
+        stats = self.grabber.stats if self.grabber is not None else CaptureStats()
+        result = self.last_result
+        files = self.files
+        return {
+            "version": __version__,
+            "state": self.state,
+            "model": files.model.parent.name if files and files.model.name == "model.tflite" else (files.model.name if files else None),
+            "model_path": str(files.model) if files else None,
+            "delegate": self.acceleration.name if self.acceleration else None,
+            "runtime": _runtime_name(),
+            "source": self.grabber.name if self.grabber else self.config.source_spec().describe(),
+            "live": bool(self.grabber.live) if self.grabber else None,
+            "connected": stats.connected,
+            "fps": round(self.fps, 2),
+            "inference_ms": round(self.inference_ms, 2),
+            "frames": self.frames,
+            "captured": stats.captured,
+            "dropped": stats.dropped,
+            "reconnects": stats.reconnects,
+            "stalls": stats.stalls,
+            "last_error": stats.last_error,
+            "uptime_s": round(time.monotonic() - self.created, 1),
+            "started": self.started_wall,
+            "label": result.label if result else None,
+            "score": round(result.score, 4) if result else None,
+            "top": [{"label": c.label, "score": round(c.score, 4)} for c in result.top] if result else [],
+            "paused": bool(self.display and self.display.paused),
+            "output_errors": {o.name: o.errors for o in self.views + self.records if o.errors},
+        }
+
+    def _status_line(self) -> str:
+        if self.state == "waiting":
+            error = self.grabber.stats.last_error if self.grabber else None
+            return f"waiting for {self.grabber.name if self.grabber else 'the source'}" + (f": {error}" if error else "")
+        result = self.last_result
+        top = f", {result.label} {result.score:.0%}" if result and result.top else ""
+        return f"{self.fps:.1f} fps, inference {self.inference_ms:.1f} ms, {self.frames} frames{top}"
+
+    # ------------------------------------------------------------------ set-up
+
+    def _load_model(self) -> None:
+        config = self.config
+        self.files = resolve_model(config.model, config.labels)
+        self.classifier, self.acceleration = load_classifier(self.files, config.delegate, config.device, config.threads, self.loader)
+        h, w = self.classifier.size
+        log.info(
+            "model %s: %dx%dx%d input, %d classes, %s on %s",
+            self.files.model,
+            h,
+            w,
+            self.classifier.channels,
+            len(self.classifier.labels),
+            _runtime_name(),
+            self.acceleration.name,
+        )
+
+    def _open_outputs(self) -> None:
+        config = self.config
+        if not config.headless:
+            self.display = DisplaySink("edge-app", config.snapshots)
+            self.views.append(_Output("display", self.display))
+        if config.snapshots is not None:
+            snapshots = SnapshotSink(
+                config.snapshots,
+                max_files=config.snapshot_max,
+                min_score=config.snapshot_min_score,
+                min_interval_s=config.snapshot_interval,
+                annotate=True,
+            )
+            self.views.append(_Output(f"snapshots {config.snapshots}", snapshots))
+        if config.http is not None:
+            host, port = parse_hostport(config.http)
+            server = WebServer(host, port, token=config.http_token, status=self.status)
+            server.start()
+            self.views.append(_Output(f"web {config.http}", server))
+        if config.mqtt is not None:
+            from edge_app.mqtt import MqttSink  # noqa: PLC0415 - optional integration (paho-mqtt)
+
+            labels = self.classifier.labels if self.classifier else None
+            mqtt = MqttSink(config.mqtt, device=config.mqtt_device, prefix=config.mqtt_prefix, every_n=config.mqtt_every, status=self.status, labels=labels)
+            self.views.append(_Output("mqtt", mqtt))
+        for i, extra in enumerate(self.extra_sinks):
+            self.views.append(_Output(f"{type(extra).__name__} {i}", extra))
+        if config.log is not None:
+            logsink = make_log_sink(config.log, config.log_format, max_bytes=config.log_max_bytes, changes_only=config.log_changes_only)
+            self.records.append(_Output(f"log {config.log}", logsink))
+
+    # ------------------------------------------------------------------ run
+
+    def run(self) -> int:
+        """Load, open, loop, clean up. Raises ``EdgeAppError`` subclasses for set-up failures; returns 0."""
+        previous = self._install_signals()
+        try:
+            self._load_model()
+            if self._stop.is_set():
+                return 0
+            self._open_outputs()
+            spec = self.config.source_spec()
+            self.grabber = FrameGrabber(spec)
+            self.grabber.start()
+            self.state = "running"
+            self.state_reached_running = True
+            self.notifier.ready(f"classifying {self.grabber.name}")
+            log.info("running: %s -> %s", self.grabber.name, ", ".join(o.name for o in self.views + self.records) or "no outputs")
+            self._loop()
+        finally:
+            self._shutdown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _loop(self) -> None:
+        config = self.config
+        grabber = self.grabber
+        assert grabber is not None
+        started = time.monotonic()
+        next_stats = started + config.stats_interval if config.stats_interval > 0 else float("inf")
+        next_status = started + STATUS_EVERY_S
+        frames_at_stats = 0
+        while not self._stop.is_set():
+            self.notifier.watchdog()
+            now = time.monotonic()
+            if config.duration is not None and now - started >= config.duration:
+                self.request_stop(f"duration {config.duration:g} s reached")
+                break
+            if now >= next_stats:
+                self._log_stats(self.frames - frames_at_stats, config.stats_interval)
+                frames_at_stats = self.frames
+                next_stats = now + config.stats_interval
+            if now >= next_status:
+                self.notifier.status(self._status_line())
+                next_status = now + STATUS_EVERY_S
+            display = self.display
+            if display is not None:
+                if display.quit_requested:
+                    self.request_stop("quit from the display")
+                    break
+                if display.paused:
+                    display.poll(PAUSE_POLL_MS)
+                    continue
+            t0 = time.perf_counter()
+            frame = grabber.get(timeout=POLL_S)
+            if frame is None:
+                if grabber.ended:
+                    self.request_stop("end of source")
+                    break
+                if not grabber.stats.connected and self.state != "waiting":
+                    self.state = "waiting"
+                    self.notifier.status(self._status_line())
+                if display is not None:
+                    display.poll(1)
+                continue
+            if self.state != "running":
+                self.state = "running"
+                self.notifier.status(self._status_line())
+            self._process(frame, t0)
+            if config.max_frames is not None and self.frames >= config.max_frames:
+                self.request_stop(f"max_frames {config.max_frames} reached")
+
+    def _process(self, frame: Frame, t0: float) -> None:
+        classifier = self.classifier
+        grabber = self.grabber
+        assert classifier is not None and grabber is not None
+        t1 = time.perf_counter()
+        reconnects = grabber.stats.reconnects
+        if reconnects != self._reconnects_seen:  # a new capture: old scores say nothing about it
+            self._reconnects_seen = reconnects
+            self.smoother.reset()
+        image = classifier.prepare(frame.image)
+        t2 = time.perf_counter()
+        scores = classifier.invoke(image)
+        t3 = time.perf_counter()
+        smoothed = self.smoother.update(scores)
+        top = top_k(smoothed, classifier.labels, self.config.top_k, self.config.threshold)
+        label = top[0].label if top else None
+        t4 = time.perf_counter()
+        self._done.append(t4)
+        fps = (len(self._done) - 1) / (self._done[-1] - self._done[0]) if len(self._done) > 1 else 0.0
+        latency = {
+            "capture": (t1 - t0) * 1e3,
+            "preprocess": (t2 - t1) * 1e3,
+            "invoke": (t3 - t2) * 1e3,
+            "draw": self._last_draw_ms,  # provisional for the display; replaced below
+            "total": (t4 - t0) * 1e3 + self._last_draw_ms,
+        }
+        result = FrameResult(frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed)
+        self._write(self.views, frame.image, result)
+        t5 = time.perf_counter()
+        self._last_draw_ms = (t5 - t4) * 1e3
+        latency["draw"] = self._last_draw_ms
+        latency["total"] = (t5 - t0) * 1e3
+        self._write(self.records, frame.image, result)
+        self._last_label = label
+        self.last_result = result
+        self.frames += 1
+        self.fps = fps
+        invoke_ms = latency["invoke"]
+        self.inference_ms = invoke_ms if self.frames == 1 else 0.9 * self.inference_ms + 0.1 * invoke_ms
+        if self.first_result_at is None:
+            self.first_result_at = time.monotonic()
+
+    def _write(self, outputs: list[_Output], image: np.ndarray, result: FrameResult) -> None:
+        for out in outputs:
+            try:
+                out.sink.write(image, result)
+            except OutputError as exc:
+                out.errors += 1
+                if out.errors == 1:
+                    log.error("%s failed: %s; continuing (further failures of this output are only counted)", out.name, exc)
+            except Exception:
+                out.errors += 1
+                if out.errors == 1:
+                    log.exception("%s failed unexpectedly; continuing (further failures of this output are only counted)", out.name)
+
+    def _log_stats(self, frames: int, interval: float) -> None:
+        stats = self.grabber.stats if self.grabber else CaptureStats()
+        errors = sum(o.errors for o in self.views + self.records)
+        log.info(
+            "stats: %.1f fps (%d frames in %.1f s), inference %.1f ms, %d frames total, dropped %d, reconnects %d%s%s",
+            self.fps if frames else 0.0,
+            frames,
+            interval,
+            self.inference_ms,
+            self.frames,
+            stats.dropped,
+            stats.reconnects,
+            f", output errors {errors}" if errors else "",
+            "" if stats.connected or not self.grabber or not self.grabber.live else f", source away: {stats.last_error}",
+        )
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        reason = self.stop_reason or "error"
+        self.notifier.stopping(f"stopping: {reason}")
+        grabber = self.grabber
+        if grabber is not None:
+            grabber.stop()
+        for out in self.views + self.records:
+            try:
+                out.sink.close()
+            except Exception as exc:
+                log.warning("closing %s failed: %s", out.name, exc)
+        self.notifier.close()
+        if grabber is not None and self.state_reached_running:
+            stats = grabber.stats
+            elapsed = time.monotonic() - self.created
+            log.info(
+                "stopped (%s): %d frames in %.1f s, dropped %d, reconnects %d",
+                reason,
+                self.frames,
+                elapsed,
+                stats.dropped,
+                stats.reconnects,
+            )
+        self.state = "stopped"
+
+
+def _runtime_name() -> str:
+    try:
+        rt = get_runtime()
+    except Exception:
+        return "none"
+    return f"{rt.name} {rt.version}"
+

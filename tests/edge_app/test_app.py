@@ -1,0 +1,292 @@
+"""The frame loop, in process: real videos written from CIFAR-10 validation images, the shipped model,
+real log/snapshot sinks, a real MJPEG stream that dies and comes back, a real sd_notify socket."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import socket
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from converter.data import Dataset
+from edge_app.app import App
+from edge_app.config import AppConfig, load_config
+from edge_app.errors import OutputError
+from edge_app.model import Classifier, resolve_model
+from edge_app.notify import Notifier
+from edge_app.outputs import FrameResult
+from tests.edge_app.mjpeg_server import MJPEGServer
+
+pytestmark = pytest.mark.timeout(60)
+
+N_IMAGES = 60
+REPEAT = 3
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, cifar10_val: Dataset, write_video) -> tuple[Path, np.ndarray, np.ndarray]:
+    """60 validation images at 640x480, each shown for 3 frames: (video, images, labels)."""
+    x, y = cifar10_val.x[:N_IMAGES], cifar10_val.y[:N_IMAGES]
+    video = write_video(tmp_path_factory.mktemp("clip") / "clip.avi", x, repeat=REPEAT)
+    return video, x, y
+
+
+@pytest.fixture(scope="module")
+def classifier(default_model: Path) -> Classifier:
+    return Classifier(resolve_model(default_model))
+
+
+def decoded_frames(video: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    return frames
+
+
+def config(**overrides) -> AppConfig:
+    return load_config(None, {"headless": True, "stats_interval": 0.0, **overrides})
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+class Collect:
+    """A sink that keeps what it is given (a plain in-memory output, like the bench's)."""
+
+    def __init__(self) -> None:
+        self.results: list[FrameResult] = []
+        self.closed = False
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        self.results.append(result)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Broken:
+    """An output whose device went away: every write raises OutputError."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        self.calls += 1
+        raise OutputError("remote display disconnected")
+
+    def close(self) -> None:
+        pass
+
+
+def run_in_thread(app: App) -> tuple[threading.Thread, list]:
+    box: list = []
+
+    def target() -> None:
+        try:
+            box.append(app.run())
+        except BaseException as exc:
+            box.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return bool(condition())
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def test_every_frame_is_classified_like_classifier_classify_and_logged(tmp_path, clip, classifier) -> None:
+    video, images, labels = clip
+    log_path = tmp_path / "results.jsonl"
+    app = App(config(source=str(video), log=str(log_path), top_k=3), handle_signals=False)
+    assert app.run() == 0
+    records = read_jsonl(log_path)
+    frames = decoded_frames(video)
+    assert len(records) == len(frames) == N_IMAGES * REPEAT
+    assert [r["frame"] for r in records] == list(range(len(frames)))
+    expected = [classifier.classify(f, k=3) for f in frames]
+    assert [r["top"][0]["label"] for r in records] == [e[0].label for e in expected]
+    assert all(
+        [c["id"] for c in r["top"]] == [c.id for c in e] and abs(r["top"][0]["score"] - e[0].score) < 1e-3 for r, e in zip(records, expected, strict=True)
+    )
+    # what the log says about accuracy is the model's accuracy on these images (upscaled, cropped, JPEG'd: close, not equal)
+    logged_acc = np.mean([records[i * REPEAT]["top"][0]["id"] == labels[i] for i in range(N_IMAGES)])
+    direct_acc = np.mean([classifier.classify(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[0].id == y for img, y in zip(images, labels, strict=True)])
+    assert abs(logged_acc - direct_acc) <= 0.1, (logged_acc, direct_acc)
+    # each record is complete, and `changed` marks exactly the label changes
+    for r in records:
+        assert set(r["latency_ms"]) == {"capture", "preprocess", "invoke", "draw", "total"}
+        lat = r["latency_ms"]
+        assert lat["total"] + 0.05 >= lat["capture"] + lat["preprocess"] + lat["invoke"] + lat["draw"]
+    tops = [r["top"][0]["label"] for r in records]
+    assert [r["changed"] for r in records] == [True] + [a != b for a, b in itertools.pairwise(tops)]
+    status = app.status()
+    assert (status["frames"], status["dropped"], status["reconnects"], status["state"]) == (N_IMAGES * REPEAT, 0, 0, "stopped")
+    assert status["model"] == "cifar10" and status["delegate"] == "cpu" and status["source"] == f"video file {video}"
+    assert status["fps"] > 0 and status["inference_ms"] > 0 and status["uptime_s"] > 0
+
+
+def test_a_folder_ends_cleanly_after_every_image(tmp_path, cifar10_val, classifier) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, img in enumerate(cifar10_val.x[:12]):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    sink = Collect()
+    assert App(config(source=str(folder), top_k=1), extra_sinks=[sink], handle_signals=False).run() == 0
+    expected = [classifier.classify(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), k=1)[0].label for img in cifar10_val.x[:12]]
+    assert [r.label for r in sink.results] == expected and sink.closed
+
+
+def test_threshold_top_k_and_smoothing(tmp_path, clip, classifier) -> None:
+    video, _, _ = clip
+    sink = Collect()
+    App(config(source=str(video), top_k=5, threshold=0.2, smoothing=0.3, max_frames=40), extra_sinks=[sink], handle_signals=False).run()
+    assert len(sink.results) == 40
+    assert all(len(r.top) <= 5 and all(c.score >= 0.2 for c in r.top) for r in sink.results)
+    frames = decoded_frames(video)[:40]
+    raw = np.stack([classifier.scores(f) for f in frames])
+    ema = raw[0].copy()
+    for i, result in enumerate(sink.results):
+        if i:
+            ema = 0.3 * raw[i] + 0.7 * ema
+        assert result.scores is not None and np.allclose(result.scores, ema, atol=1e-5)
+
+
+def test_loop_with_max_frames_and_realtime_pacing(clip) -> None:
+    video, _, _ = clip
+    sink = Collect()
+    App(config(source=str(video), loop=True, max_frames=N_IMAGES * REPEAT + 20), extra_sinks=[sink], handle_signals=False).run()
+    assert [r.index for r in sink.results] == list(range(N_IMAGES * REPEAT + 20))  # it went round again
+    paced = Collect()
+    start = time.monotonic()
+    App(config(source=str(video), realtime=True, duration=0.6), extra_sinks=[paced], handle_signals=False).run()
+    elapsed = time.monotonic() - start
+    assert 0.6 <= elapsed < 3.0
+    assert 8 <= len(paced.results) <= 25  # about 30 fps for 0.6 s, not the hundreds per second unpaced
+
+
+def test_a_failing_output_is_logged_once_and_the_loop_goes_on(tmp_path, clip, caplog) -> None:
+    video, _, _ = clip
+    broken, sink = Broken(), Collect()
+    with caplog.at_level(logging.WARNING, logger="edge_app.app"):
+        app = App(config(source=str(video), max_frames=30, log=str(tmp_path / "r.jsonl")), extra_sinks=[broken, sink], handle_signals=False)
+        assert app.run() == 0
+    assert broken.calls == 30 and len(sink.results) == 30 and len(read_jsonl(tmp_path / "r.jsonl")) == 30
+    errors = [r for r in caplog.records if "remote display disconnected" in r.getMessage()]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert next(iter(app.status()["output_errors"].values())) == 30
+
+
+def test_snapshots_on_label_changes(tmp_path, clip) -> None:
+    video, _, _ = clip
+    folder = tmp_path / "snaps"
+    log_path = tmp_path / "changes.jsonl"
+    App(config(source=str(video), snapshots=str(folder), snapshot_max=1000, log=str(log_path), log_changes_only=True), handle_signals=False).run()
+    changes = read_jsonl(log_path)
+    assert changes and all(r["changed"] for r in changes)
+    files = sorted(folder.glob("snap-*.jpg"))
+    assert len(files) == len(changes)
+    assert [int(f.name.split("-")[2]) for f in files] == [r["frame"] for r in changes]
+    assert cv2.imread(str(files[0])).shape == (480, 640, 3)
+
+
+def test_stats_lines_are_logged_periodically(clip, caplog) -> None:
+    video, _, _ = clip
+    with caplog.at_level(logging.INFO, logger="edge_app.app"):
+        App(config(source=str(video), realtime=True, duration=1.0, stats_interval=0.3), handle_signals=False).run()
+    stats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stats:")]
+    assert len(stats) >= 2
+    assert all(" fps " in s and "dropped" in s and "reconnects 0" in s for s in stats)
+    assert any(r.getMessage().startswith("stopped (duration 1 s reached)") for r in caplog.records)
+
+
+def test_request_stop_ends_a_looping_run_within_a_second(clip) -> None:
+    video, _, _ = clip
+    app = App(config(source=str(video), loop=True, realtime=True), handle_signals=False)
+    thread, box = run_in_thread(app)
+    assert wait_until(lambda: app.frames > 5, 10.0)
+    start = time.monotonic()
+    app.request_stop("test")
+    thread.join(2.0)
+    assert not thread.is_alive() and time.monotonic() - start < 1.0
+    assert box == [0] and app.stop_reason == "test"
+
+
+# ------------------------------------------------------------------------------------------ systemd + live
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    messages: list[tuple[float, str]] = []
+    stop = threading.Event()
+
+    def receive() -> None:
+        sock.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                messages.append((time.monotonic(), sock.recv(4096).decode()))
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=receive, daemon=True)
+    thread.start()
+    yield str(path), messages
+    stop.set()
+    thread.join(1)
+    sock.close()
+
+
+def test_a_live_stream_that_dies_and_returns_keeps_the_watchdog_fed(notify_socket, cifar10_val) -> None:
+    path, messages = notify_socket
+    frames = [cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (320, 240)) for img in cifar10_val.x[:5]]
+    server = MJPEGServer(frames, fps=30).start()
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})  # WatchdogSec=0.4 s: a ping every 0.2 s
+    app = App(config(source=server.url, open_timeout=2.0, watchdog=2.0), notifier=notifier, handle_signals=False)
+    thread, box = run_in_thread(app)
+    try:
+        assert wait_until(lambda: app.frames >= 10, 10.0), app.status()
+        assert messages[0][1] == f"READY=1\nSTATUS=classifying stream {server.url}"
+        server.stop()  # the camera goes away
+        outage = time.monotonic()
+        assert wait_until(lambda: app.status()["state"] == "waiting", 5.0), app.status()
+        before = app.frames
+        time.sleep(1.0)
+        assert app.frames == before and thread.is_alive()
+        pings = [t for t, m in messages if m == "WATCHDOG=1" and t > outage + 0.3]
+        assert len(pings) >= 3, "the loop stopped feeding the watchdog while the source was away"
+        assert any(m.startswith("STATUS=waiting for stream") for _, m in messages)
+        server.start()  # ... and comes back on the same port
+        assert wait_until(lambda: app.frames > before + 5, 15.0), app.status()
+        status = app.status()
+        assert status["reconnects"] == 1 and status["state"] == "running" and status["connected"]
+    finally:
+        app.request_stop("test over")
+        thread.join(3.0)
+        server.stop()
+    assert box == [0]
+    assert messages[-1][1] == "STOPPING=1\nSTATUS=stopping: test over"
