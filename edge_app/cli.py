@@ -1,0 +1,212 @@
+"""``edge-app``: run the recognition loop, check a config file, or benchmark the pipeline.
+
+    edge-app [--config FILE] [run flags]        classify frames from a camera, file, folder or stream
+    edge-app --check-config --config FILE       validate the config (exit 0) or say what is wrong
+    edge-app bench [--source FILE] [--json]     per-stage latency and the naive-loop comparison
+
+Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
+file. Logging goes to stderr and is configured here only. Errors the user can fix are one line,
+``edge-app: error: ...``, and a named exit code (``edge_app.errors.ExitCode``); ``--debug`` adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from edge_app import __version__, bench
+from edge_app.app import App
+from edge_app.config import AppConfig, field_specs, load_config
+from edge_app.errors import EdgeAppError, ExitCode, ModelError
+from edge_app.model import resolve_model
+
+log = logging.getLogger(__name__)
+
+PROG = "edge-app"
+GROUPS: dict[str, tuple[str, ...]] = {
+    "model": ("model", "labels", "threads", "delegate", "device"),
+    "source (one of --camera, --source, --picamera; default: camera 0)": (
+        "camera",
+        "source",
+        "picamera",
+        "width",
+        "height",
+        "fps",
+        "realtime",
+        "loop",
+        "open_timeout",
+        "watchdog",
+    ),
+    "classification": ("top_k", "threshold", "smoothing"),
+    "outputs": (
+        "headless",
+        "log",
+        "log_format",
+        "log_changes_only",
+        "log_max_bytes",
+        "snapshots",
+        "snapshot_max",
+        "snapshot_min_score",
+        "snapshot_interval",
+        "http",
+        "http_token",
+        "mqtt",
+        "mqtt_prefix",
+        "mqtt_device",
+        "mqtt_every",
+    ),
+    "run control": ("max_frames", "duration", "stats_interval"),
+}
+METAVARS = {
+    "model": "PATH",
+    "labels": "FILE",
+    "source": "FILE|DIR|URL",
+    "camera": "N",
+    "log": "FILE",
+    "snapshots": "DIR",
+    "http": "HOST:PORT",
+    "mqtt": "URL",
+    "device": "usb[:N]|pci[:N]",
+}
+
+
+# ---------------------------------------------------------------------- logging
+
+
+def configure_logging(verbose: int = 0, quiet: int = 0, debug: bool = False) -> None:
+    """One stderr handler for the whole process: INFO by default, -v DEBUG, -q WARNING, -qq ERROR."""
+    level = logging.DEBUG if debug or verbose > 0 else {0: logging.INFO, 1: logging.WARNING}.get(quiet, logging.ERROR)
+    # journald stamps every line itself; a terminal gets the time
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    # OpenCV's own warnings (e.g. "can't open camera by index") repeat what our one-line errors say
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if level <= logging.DEBUG else cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("messages")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more detail (debug messages)")
+    group.add_argument("-q", "--quiet", action="count", default=0, help="warnings only (-qq: errors only)")
+    group.add_argument("--debug", action="store_true", help="debug messages and a traceback with every error")
+
+
+def report(exc: BaseException, debug: bool) -> int:
+    """Print the one-line error (and with ``debug`` the traceback); the exit code."""
+    if debug:
+        log.error("traceback:", exc_info=exc)
+    if isinstance(exc, EdgeAppError):
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    hint = "" if debug else " (run with --debug for the traceback)"
+    print(f"{PROG}: error: unexpected {type(exc).__name__}: {detail}{hint}", file=sys.stderr)
+    return int(ExitCode.ERROR)
+
+
+# ---------------------------------------------------------------------- run / check-config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Real-time image classification with an int8 LiteRT model: camera, video file, image folder or stream in; "
+        "window, JSONL/CSV log, snapshots, web view or MQTT out.",
+        epilog="Benchmark: edge-app bench --help. Every flag is also a config key (--top-k is top_k); see systemd/config.example.toml. "
+        "Exit codes: 0 ok, 2 usage, 3 config, 4 model, 5 source, 6 delegate, 7 output, 8 no runtime.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (flags given here override it)")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and the model files, print the settings, exit")
+    specs = field_specs()
+    for title, keys in GROUPS.items():
+        group = parser.add_argument_group(title)
+        for key in keys:
+            spec = specs[key]
+            kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": _help(spec.help, spec.default)}
+            if spec.kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = {int: int, float: float}.get(spec.kind, str)
+                kwargs["metavar"] = METAVARS.get(key) or ("|".join(spec.rules["choices"]) if "choices" in spec.rules else _metavar(spec.kind))
+            group.add_argument(spec.flag, **kwargs)
+    add_logging_flags(parser)
+    return parser
+
+
+def _metavar(kind: type) -> str:
+    return {int: "N", float: "X"}.get(kind, "TEXT")
+
+
+def _help(text: str, default: object) -> str:
+    text = text.replace("%", "%%")
+    if default not in (None, False) and "default" not in text:
+        text += f" (default: {default})"
+    return text
+
+
+def check_config(config: AppConfig, path: Path | None) -> int:
+    """Validate what a run would need before opening anything: the model files and the source spec."""
+    config.source_spec()
+    files = resolve_model(config.model, config.labels)
+    if files.labels is not None and not files.labels.exists():
+        raise ModelError(f"labels file {files.labels} does not exist: pass --labels FILE or put labels.txt beside the model")
+    where = f" ({path})" if path else ""
+    print(f"{PROG}: config OK{where}")
+    print(f"  model = {files.model}")
+    print(f"  source = {config.source_spec().describe()}")
+    for line in config.describe():
+        if not line.startswith(("model =", "source =")):
+            print(f"  {line}")
+    return int(ExitCode.OK)
+
+
+def run(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose, args.quiet, args.debug)
+    try:
+        reserved = {"config", "check_config", "verbose", "quiet", "debug"}
+        overrides = {k: v for k, v in vars(args).items() if k not in reserved}
+        config = load_config(args.config, overrides)
+        if args.check_config:
+            return check_config(config, args.config)
+        return App(config).run()
+    except (KeyboardInterrupt, Exception) as exc:
+        return report(exc, args.debug)
+
+
+def run_bench(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
+    bench.add_arguments(parser)
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet + 1, args.debug)  # the table is the output: warnings only unless -v
+    try:
+        return bench.run(args)
+    except (KeyboardInterrupt, Exception) as exc:
+        return report(exc, args.debug)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``edge-app`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "bench":
+        return run_bench(args[1:])
+    return run(args)

@@ -1,0 +1,78 @@
+"""``edge-app bench`` on a real video of CIFAR-10 validation images and on its synthetic video, with the shipped model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge_app.bench import STAGES, benchmark, format_table, synthetic_video
+from edge_app.errors import ExitCode
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def edge_app(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "edge_app", *args], capture_output=True, text=True, timeout=100, env=env, check=False)
+
+
+def test_synthetic_video_is_a_real_readable_video(tmp_path) -> None:
+    path = synthetic_video(tmp_path / "s.avi", frames=12)
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 12 and frames[0].shape == (480, 640, 3)
+    assert cv2.absdiff(frames[0], frames[6]).mean() > 5  # it moves
+
+
+def test_bench_on_a_real_video_measures_both_loops_on_the_same_frames(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=2)
+    report = benchmark(str(video), frames=60, invoke_runs=50)
+    assert report.pipeline.frames == report.naive.frames == 60  # --frames caps the 80-frame video
+    assert report.labels_agree == 1.0  # same model, same decoded frames, no smoothing: same answers
+    assert report.frame_size == (640, 480) and report.input_size == (32, 32, 3) and report.delegate == "cpu"
+    for loop in (report.pipeline, report.naive):
+        assert loop.fps > 0
+        for stage in STAGES:
+            s = loop.stages[stage]
+            assert 0 <= s.p50 <= s.p95 and s.mean >= 0, (stage, s)
+        assert loop.stages["invoke"].mean > 0 and loop.stages["total"].mean >= loop.stages["invoke"].mean
+    assert report.speedup == pytest.approx(report.pipeline.fps / report.naive.fps, rel=1e-2)
+    assert report.overhead_pct == pytest.approx((1e3 / report.pipeline.fps / report.bare_invoke.mean - 1) * 100, rel=1e-2, abs=0.5)
+    assert report.bare_invoke.mean > 0 and 0 < report.startup_s < 10
+    assert report.peak_rss_mb is not None and 30 < report.peak_rss_mb < 4000
+    table = format_table(report)
+    for word in ("pipeline mean", "naive mean", "speed-up", "bare invoke", "overhead", "start-up", "peak RSS", *STAGES):
+        assert word in table
+
+
+def test_bench_cli_json_on_the_synthetic_video() -> None:
+    result = edge_app("bench", "--frames", "40", "--invoke-runs", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["source"].startswith("synthetic 640x480") and data["frame_size"] == [640, 480]
+    assert data["pipeline"]["frames"] == data["naive"]["frames"] == 40
+    assert set(data["pipeline"]["stages"]) == set(STAGES) and set(data["pipeline"]["stages"]["total"]) == {"mean", "p50", "p95"}
+    assert all(math.isfinite(data[k]) for k in ("speedup", "overhead_pct", "startup_s", "peak_rss_mb"))
+    assert "INFO edge_app" not in result.stderr  # the table/JSON is the output; logging is quiet
+
+
+def test_bench_bad_source_is_one_line(tmp_path) -> None:
+    result = edge_app("bench", "--source", str(tmp_path / "missing.mp4"))
+    assert result.returncode == ExitCode.SOURCE
+    assert result.stderr.strip().splitlines()[-1].startswith("edge-app: error: bench source") and "Traceback" not in result.stderr
+    result = edge_app("bench", "--frames", "1")
+    assert result.returncode == ExitCode.CONFIG and "--frames must be at least 2" in result.stderr

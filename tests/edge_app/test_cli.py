@@ -1,0 +1,212 @@
+"""``edge-app`` as a user runs it: ``python -m edge_app`` in a subprocess, exit codes, stderr, files written.
+Real videos from CIFAR-10 validation images, the shipped model and copies of it that were damaged on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_app.cli import build_parser
+from edge_app.config import field_specs
+from edge_app.delegates import NO_EDGETPU
+from edge_app.errors import ExitCode
+from edge_app.outputs.display import opencv_gui_backend
+
+pytestmark = pytest.mark.timeout(60)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env() -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY", "WAYLAND_DISPLAY")}
+    return {**clean, "PYTHONPATH": str(REPO)}
+
+
+def edge_app(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge_app", *args], capture_output=True, text=True, timeout=timeout, env=env(), check=False)
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single ``edge-app: error:`` line (the last line of stderr), asserting there is no traceback."""
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("edge-app: error:")]
+    assert len(errors) == 1, result.stderr
+    assert result.stderr.rstrip().splitlines()[-1] == errors[0]
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, cifar10_val, write_video) -> Path:
+    return write_video(tmp_path_factory.mktemp("cli") / "clip.avi", cifar10_val.x[:40], repeat=2)
+
+
+@pytest.fixture
+def model_copy(tmp_path: Path, default_model: Path) -> Path:
+    folder = tmp_path / "model"
+    shutil.copytree(default_model, folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ flags and config
+
+
+def test_every_config_key_is_a_flag() -> None:
+    flags = {s for action in build_parser()._actions for s in action.option_strings}
+    assert {spec.flag for spec in field_specs().values()} <= flags
+    assert {"--config", "--check-config", "--debug", "--version", "-v", "-q", "--no-headless", "--no-loop"} <= flags
+
+
+def test_version_and_help() -> None:
+    result = edge_app("--version")
+    assert result.returncode == 0 and result.stdout.strip() == "edge-app 0.1.0"
+    helped = edge_app("--help")
+    assert helped.returncode == 0 and "--top-k N" in helped.stdout and "edge-app bench --help" in helped.stdout
+
+
+def test_check_config_accepts_the_example_and_shows_the_flags_on_top(tmp_path, repo_root) -> None:
+    result = edge_app("--check-config", "--config", str(repo_root / "systemd" / "config.example.toml"), "--top-k", "2", "--source", "x.mp4")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("edge-app: config OK (")
+    assert "  top_k = 2\n" in result.stdout and "  source = video file x.mp4\n" in result.stdout and "  threshold = 0.2\n" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "code", "words"),
+    [
+        ("thresold = 0.3\n", (), ExitCode.CONFIG, "unknown key 'thresold' (did you mean 'threshold'"),
+        ("top_k = 'three'\n", (), ExitCode.CONFIG, "top_k must be an integer, got 'three'"),
+        ("", ("--threshold", "2"), ExitCode.CONFIG, "--threshold must be >= 0.0 and <= 1.0, got 2.0"),
+        ("", ("--model", "/nonexistent/model"), ExitCode.MODEL, "model not found: /nonexistent/model"),
+        ("", ("--camera", "1", "--source", "a.mp4"), ExitCode.CONFIG, "camera and source are mutually exclusive"),
+    ],
+)
+def test_check_config_rejects_with_one_line(tmp_path, text, args, code, words) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    result = edge_app("--check-config", "--config", str(path), *args)
+    assert result.returncode == code
+    assert words in one_error_line(result)
+
+
+def test_usage_errors_exit_2() -> None:
+    result = edge_app("--top-k", "many")
+    assert result.returncode == ExitCode.USAGE and "invalid int value: 'many'" in result.stderr
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+def test_a_video_run_logs_every_frame_as_csv(tmp_path, clip) -> None:
+    log = tmp_path / "out" / "results.csv"
+    result = edge_app("--headless", "--source", str(clip), "--log", str(log), "--top-k", "2", "-q")
+    assert result.returncode == 0, result.stderr
+    rows = log.read_text().splitlines()
+    assert rows[0].startswith("time,epoch,frame,label,score,top,") and len(rows) == 1 + 80
+    assert "INFO edge_app" not in result.stderr  # -q (the runtime's own C++ INFO line is not ours to silence)
+
+
+def test_truncated_video_ends_cleanly_with_the_frames_before_the_damage(tmp_path, clip) -> None:
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    log = tmp_path / "cut.jsonl"
+    result = edge_app("--headless", "--source", str(cut), "--log", str(log))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert 10 < len(records) < 80 and [r["frame"] for r in records] == list(range(len(records)))
+    assert "truncated or corrupt" in result.stderr and "stopped (end of source)" in result.stderr
+
+
+def test_sigterm_mid_run_exits_0_quickly_with_a_valid_log(tmp_path, clip) -> None:
+    log = tmp_path / "live.jsonl"
+    args = [sys.executable, "-m", "edge_app", "--headless", "--source", str(clip), "--loop", "--realtime", "--log", str(log)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+    try:
+        deadline = time.monotonic() + 20
+        while not (log.exists() and log.stat().st_size > 2000):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "no log lines appeared"
+            time.sleep(0.05)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=5)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert elapsed < 2.0, f"took {elapsed:.1f} s to stop"
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line whole and valid
+    assert len(records) > 5 and log.read_text().endswith("\n")
+    assert "stopped (SIGTERM)" in stderr and "Traceback" not in stderr
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+def test_corrupt_empty_and_truncated_models(tmp_path, model_copy) -> None:
+    model = model_copy / "model.tflite"
+    good = model.read_bytes()
+    for data, words in (
+        (b"", "is not a TFLite model (empty, truncated or another format)"),
+        (os.urandom(4096), "is not a TFLite model"),
+        (good[: len(good) // 3], "cannot load model"),
+    ):
+        model.write_bytes(data)
+        result = edge_app("--headless", "--source", "x.mp4", "--model", str(model_copy))
+        assert result.returncode == ExitCode.MODEL, result.stderr
+        assert words in one_error_line(result)
+
+
+def test_debug_adds_the_traceback(model_copy) -> None:
+    (model_copy / "model.tflite").write_bytes(b"")
+    result = edge_app("--headless", "--source", "x.mp4", "--model", str(model_copy), "--debug")
+    assert result.returncode == ExitCode.MODEL
+    assert "Traceback" in result.stderr and result.stderr.rstrip().splitlines()[-1].startswith("edge-app: error:")
+
+
+def test_labels_with_the_wrong_number_of_classes(tmp_path, model_copy) -> None:
+    labels = tmp_path / "nine.txt"
+    labels.write_text("\n".join(f"class{i}" for i in range(9)))
+    result = edge_app("--headless", "--source", "x.mp4", "--model", str(model_copy), "--labels", str(labels))
+    assert result.returncode == ExitCode.MODEL
+    assert "has 9 classes but the model outputs 10; use the labels.txt written with this model" in one_error_line(result)
+
+
+def test_unwritable_log_folder(tmp_path, clip) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the log folder should be")
+    result = edge_app("--headless", "--source", str(clip), "--log", str(blocker / "results.jsonl"))
+    assert result.returncode == ExitCode.OUTPUT
+    assert "cannot open log file" in one_error_line(result)
+
+
+def test_missing_camera_fails_at_start_with_what_to_check() -> None:
+    start = time.monotonic()
+    result = edge_app("--headless", "--camera", "9")
+    assert result.returncode == ExitCode.SOURCE and time.monotonic() - start < 15
+    line = one_error_line(result)
+    assert "camera 9 could not be opened: check the cable" in line
+    assert "WARN" not in result.stderr  # OpenCV's own chatter is kept out unless -v
+
+
+def test_missing_video_and_no_edge_tpu(tmp_path) -> None:
+    result = edge_app("--headless", "--source", str(tmp_path / "nope.mp4"))
+    assert result.returncode == ExitCode.SOURCE and "does not exist" in one_error_line(result)
+    result = edge_app("--headless", "--source", str(tmp_path / "nope.mp4"), "--delegate", "edgetpu")
+    assert result.returncode == ExitCode.DELEGATE and one_error_line(result) == f"edge-app: error: {NO_EDGETPU}"
+
+
+@pytest.mark.skipif(opencv_gui_backend() is not None, reason="this OpenCV can open windows")
+def test_a_window_without_gui_support_says_to_use_headless(clip) -> None:
+    result = edge_app("--source", str(clip))
+    assert result.returncode == ExitCode.OUTPUT and "--headless" in one_error_line(result)
