@@ -1,0 +1,501 @@
+"""``WebServer``: the live view over HTTP, as a sink of the frame loop.
+
+Routes: ``/`` (a page with the live stream and the current top-k), ``/stream.mjpg`` (MJPEG),
+``/snapshot.jpg`` (the current annotated frame), ``/api/status`` (JSON), ``/healthz`` (200 while
+frames flow, else 503) and ``/metrics`` (Prometheus text). ``/status`` and ``/health`` are aliases.
+
+``write()`` only stores a reference to the newest frame and updates counters: it never encodes
+and never waits for a client. One encoder thread draws and JPEG-encodes the newest frame at most
+``max_fps`` times a second, and only while someone watches; every viewer's thread sends that same
+shared JPEG, skipping frames it was too slow for. Client sockets have a timeout, so a viewer that
+stops reading is dropped without affecting anyone else. With ``token`` set, every route except
+``/healthz`` needs ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (for browsers).
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import cv2
+import numpy as np
+
+from edge_app.errors import ConfigError, OutputError
+from edge_app.outputs import FrameResult
+from edge_app.outputs.draw import draw_overlay
+
+try:
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    HAVE_PROMETHEUS = True
+except ImportError:  # pragma: no cover - the integrations extra is not installed
+    HAVE_PROMETHEUS = False
+
+log = logging.getLogger(__name__)
+
+BOUNDARY = "edgeappframe"
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+PUBLIC_PATHS = ("/healthz", "/health")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ margin: 0; font-family: system-ui, sans-serif; background: #111; color: #eee; }}
+main {{ display: flex; flex-wrap: wrap; gap: 16px; padding: 16px; }}
+#view {{ flex: 1 1 400px; max-width: 960px; }}
+#view img {{ width: 100%; background: #000; display: block; border-radius: 4px; }}
+aside {{ flex: 0 1 260px; }}
+h1 {{ font-size: 1.1rem; margin: 0 0 8px; }}
+.row {{ margin: 6px 0; }} .bar {{ height: 8px; background: #3c8; border-radius: 2px; }}
+.row:not(:first-child) .bar {{ background: #48c; }}
+dl {{ display: grid; grid-template-columns: auto 1fr; gap: 2px 12px; font-size: .9rem; color: #bbb; }}
+dd {{ margin: 0; color: #eee; }} #err {{ color: #f88; }}
+</style></head>
+<body><main>
+<div id="view"><img id="stream" alt="live stream" src="stream.mjpg"></div>
+<aside><h1>{title}</h1><div id="top"></div><dl id="stats"></dl><div id="err"></div></aside>
+</main>
+<script>
+const q = location.search;
+document.getElementById("stream").src = "stream.mjpg" + q;
+const esc = s => String(s).replace(/[&<>"]/g, c => ({{"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}}[c]));
+async function refresh() {{
+  try {{
+    const r = await fetch("api/status" + q, {{cache: "no-store"}});
+    if (!r.ok) throw new Error(r.status + " " + r.statusText);
+    const s = await r.json();
+    const top = (s.last && s.last.top) || [];
+    document.getElementById("top").innerHTML = top.map(c =>
+      `<div class="row">${{esc(c.label)}} ${{(c.score * 100).toFixed(0)}}%<div class="bar" style="width:${{(c.score * 100).toFixed(1)}}%"></div></div>`
+    ).join("") || "<div class=row>no confident class</div>";
+    const keys = ["model", "source", "fps", "inference_ms", "frames", "dropped", "reconnects", "uptime_s", "viewers"];
+    document.getElementById("stats").innerHTML = keys.filter(k => s[k] !== undefined && s[k] !== null).map(k =>
+      `<dt>${{k}}</dt><dd>${{esc(typeof s[k] === "number" ? +s[k].toFixed(2) : s[k])}}</dd>`).join("");
+    document.getElementById("err").textContent = "";
+  }} catch (e) {{ document.getElementById("err").textContent = "status: " + e.message; }}
+}}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+"""
+
+
+class _Metrics:
+    """Prometheus metrics in a private registry (several servers in one process never clash)."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]], viewers: Callable[[], int]) -> None:
+        self.registry = CollectorRegistry()
+        self.frames = Counter("edge_app_frames", "Frames classified", registry=self.registry)
+        self.inference = Histogram(
+            "edge_app_inference_latency_seconds", "Model invoke time per frame", buckets=LATENCY_BUCKETS_S, registry=self.registry
+        )
+        self.end_to_end = Histogram(
+            "edge_app_frame_latency_seconds", "End-to-end time per frame (capture to outputs)", buckets=LATENCY_BUCKETS_S, registry=self.registry
+        )
+        self.fps = Gauge("edge_app_fps", "Frames per second of the frame loop", registry=self.registry)
+        self.viewers = Gauge("edge_app_stream_clients", "Open MJPEG stream connections", registry=self.registry)
+        self.viewers.set_function(lambda: float(viewers()))
+        self.registry.register(_StatusCollector(status))
+
+    def observe(self, result: FrameResult) -> None:
+        self.frames.inc()
+        if "invoke" in result.latency_ms:
+            self.inference.observe(result.latency_ms["invoke"] / 1e3)
+        if "total" in result.latency_ms:
+            self.end_to_end.observe(result.latency_ms["total"] / 1e3)
+        self.fps.set(result.fps)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+class _StatusCollector:
+    """Counters the app owns (dropped frames, reconnects, uptime), read from ``status()`` at scrape time."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Any]:
+        try:
+            s = self.status()
+        except Exception:
+            log.exception("status() failed during a /metrics scrape")
+            return
+        for key, name, doc in (
+            ("dropped", "edge_app_dropped_frames", "Frames captured but never classified (newest frame wins)"),
+            ("reconnects", "edge_app_source_reconnects", "Times the live source was reopened after a failure"),
+        ):
+            if isinstance(s.get(key), int | float):
+                yield CounterMetricFamily(name, doc, value=float(s[key]))
+        if isinstance(s.get("uptime_s"), int | float):
+            yield GaugeMetricFamily("edge_app_uptime_seconds", "Seconds since the app started", value=float(s["uptime_s"]))
+
+
+class _ServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class WebServer:
+    """Serves the live view (see the module doc). ``start()`` binds; ``port`` is the real port."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        token: str | None = None,
+        status: Callable[[], dict[str, Any]] | None = None,
+        max_fps: float = 10.0,
+        jpeg_quality: int = 80,
+        annotate: bool = True,
+        health_timeout_s: float = 5.0,
+        client_timeout_s: float = 10.0,
+        title: str = "edge-app",
+    ) -> None:
+        if not max_fps > 0:
+            raise ConfigError(f"web max_fps must be above 0, got {max_fps}; e.g. 10")
+        if not 1 <= jpeg_quality <= 100:
+            raise ConfigError(f"web JPEG quality must be 1..100, got {jpeg_quality}")
+        if token is not None and not token.strip():
+            raise ConfigError("the web token is empty; set a non-empty token or none at all")
+        self.host = host
+        self.port = port
+        self.token = token
+        self.status = status or dict
+        self.max_fps = max_fps
+        self.jpeg_quality = jpeg_quality
+        self.annotate = annotate
+        self.health_timeout_s = health_timeout_s
+        self.client_timeout_s = client_timeout_s
+        self.title = title
+        self.encoded = 0  # JPEGs made (shared by all viewers)
+        self.writes = 0
+        self._lock = threading.Lock()
+        self._frame_cond = threading.Condition(self._lock)  # a new frame or a new viewer arrived
+        self._jpeg_cond = threading.Condition(threading.Lock())  # a new JPEG is ready
+        self._frame: np.ndarray | None = None
+        self._result: FrameResult | None = None
+        self._frame_seq = 0
+        self._last_write: float | None = None
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._jpeg_frame_seq = 0  # which frame the current JPEG shows
+        self._viewers = 0
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self.metrics = _Metrics(self._safe_status, lambda: self._viewers) if HAVE_PROMETHEUS else None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else f"[{self.host}]" if ":" in self.host else self.host  # noqa: S104
+        return f"http://{host}:{self.port}/"
+
+    def start(self) -> WebServer:
+        if self._server is not None:
+            return self
+        handler = _make_handler(self)
+        server_cls = _ServerV6 if ":" in self.host else ThreadingHTTPServer
+        try:
+            server = server_cls((self.host, self.port), handler, bind_and_activate=True)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot serve the web view on {self.host}:{self.port}: {exc.strerror or exc}; choose another port or stop the program using it"
+            ) from exc
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        if self.metrics is None:
+            log.warning("prometheus-client is not installed: /metrics answers 501 (pip install prometheus-client)")
+        for target, name in ((server.serve_forever, "web-server"), (self._encode_loop, "web-encoder")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        log.info("web view on %s%s", self.url, " (token required)" if self.token else "")
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()
+        with self._frame_cond:
+            self._frame_cond.notify_all()
+        with self._jpeg_cond:
+            self._jpeg_cond.notify_all()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> WebServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ Sink
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        """Keep a reference to the newest frame (do not modify it afterwards) and count it. Never blocks on clients."""
+        with self._frame_cond:
+            self._frame = frame
+            self._result = result
+            self._frame_seq += 1
+            self._last_write = time.monotonic()
+            self.writes += 1
+            if self._viewers:
+                self._frame_cond.notify_all()
+        if self.metrics is not None:
+            self.metrics.observe(result)
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode_loop(self) -> None:
+        interval = 1.0 / self.max_fps
+        done_seq = 0
+        last = 0.0
+        while not self._stopping.is_set():
+            with self._frame_cond:
+                while not self._stopping.is_set() and (self._viewers == 0 or self._frame_seq == done_seq):
+                    self._frame_cond.wait(0.5)
+                if self._stopping.is_set():
+                    return
+            wait = last + interval - time.monotonic()
+            if wait > 0 and self._stopping.wait(wait):
+                return
+            with self._frame_cond:
+                frame, result, done_seq = self._frame, self._result, self._frame_seq
+            if frame is None or result is None:
+                continue
+            last = time.monotonic()
+            jpeg = self._encode(frame, result)
+            if jpeg is not None:
+                with self._jpeg_cond:
+                    self._jpeg = jpeg
+                    self._jpeg_seq += 1
+                    self._jpeg_frame_seq = done_seq
+                    self._jpeg_cond.notify_all()
+
+    def _encode(self, frame: np.ndarray, result: FrameResult) -> bytes | None:
+        try:
+            image = draw_overlay(frame, result) if self.annotate else frame
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        except (cv2.error, ValueError) as exc:
+            log.error("cannot encode frame %d for the web view: %s", result.index, exc)
+            return None
+        if not ok:
+            return None
+        self.encoded += 1
+        return data.tobytes()
+
+    def first_seq(self) -> int:
+        """Where a new viewer starts: just before the current JPEG if it shows the newest frame, else after it."""
+        with self._frame_cond:
+            newest = self._frame_seq
+        with self._jpeg_cond:
+            return self._jpeg_seq - 1 if self._jpeg is not None and self._jpeg_frame_seq == newest else self._jpeg_seq
+
+    def current_jpeg(self, timeout: float = 2.0) -> bytes | None:
+        """The annotated JPEG of the newest frame, waiting up to ``timeout`` for it (else the last one made)."""
+        self._add_viewer(1)
+        try:
+            jpeg, _ = self.next_jpeg(self.first_seq(), timeout)
+            return jpeg if jpeg is not None else self._jpeg
+        finally:
+            self._add_viewer(-1)
+
+    def next_jpeg(self, after_seq: int, timeout: float) -> tuple[bytes | None, int]:
+        """The first JPEG newer than ``after_seq`` (or ``None`` on timeout or shutdown) and its number."""
+        deadline = time.monotonic() + timeout
+        with self._jpeg_cond:
+            while self._jpeg_seq <= after_seq and not self._stopping.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None, after_seq
+                self._jpeg_cond.wait(min(remaining, 0.5))
+            if self._jpeg_seq <= after_seq:
+                return None, after_seq
+            return self._jpeg, self._jpeg_seq
+
+    def _add_viewer(self, delta: int) -> None:
+        with self._frame_cond:
+            self._viewers += delta
+            self._frame_cond.notify_all()
+
+    @property
+    def viewers(self) -> int:
+        return self._viewers
+
+    # ------------------------------------------------------------------ status
+
+    def _safe_status(self) -> dict[str, Any]:
+        try:
+            return dict(self.status())
+        except Exception as exc:
+            log.exception("status() failed")
+            return {"status_error": f"{type(exc).__name__}: {exc}"}
+
+    def status_json(self) -> dict[str, Any]:
+        data = self._safe_status()
+        with self._frame_cond:
+            result, last_write = self._result, self._last_write
+        data["last"] = result.to_json_dict() if result is not None else None
+        data["last_frame_age_s"] = round(time.monotonic() - last_write, 3) if last_write is not None else None
+        data["viewers"] = self._viewers
+        return data
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason): healthy while the newest frame is at most ``health_timeout_s`` old."""
+        with self._frame_cond:
+            last = self._last_write
+        if last is None:
+            return False, "no frames yet"
+        age = time.monotonic() - last
+        if age > self.health_timeout_s:
+            return False, f"no frame for {age:.1f} s"
+        return True, "ok"
+
+    def authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
+        if self.token is None:
+            return True
+        expected = self.token.encode()
+        auth = str(headers.get("Authorization", ""))
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected):
+            return True
+        return any(hmac.compare_digest(v.encode(), expected) for v in query.get("token", []))
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+
+def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "edge-app"
+        sys_version = ""
+        timeout = web.client_timeout_s  # socket timeout: a client that stops reading is dropped
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s %s", self.address_string(), format % args)
+
+        def _send(self, code: int, body: bytes, ctype: str, extra: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def do_GET(self) -> None:
+            parts = urlsplit(self.path)
+            path = parts.path.rstrip("/") or "/"
+            query = parse_qs(parts.query)
+            try:
+                if path not in PUBLIC_PATHS and not web.authorized(self.headers, query):
+                    self._send(
+                        HTTPStatus.UNAUTHORIZED,
+                        b"unauthorized: send Authorization: Bearer TOKEN or add ?token=TOKEN\n",
+                        "text/plain; charset=utf-8",
+                        {"WWW-Authenticate": 'Bearer realm="edge-app"'},
+                    )
+                    return
+                route = ROUTES.get(path)
+                if route is None:
+                    hint = f"not found: {path}; try / /stream.mjpg /snapshot.jpg /api/status /healthz /metrics\n"
+                    self._send(HTTPStatus.NOT_FOUND, hint.encode(), "text/plain; charset=utf-8")
+                    return
+                route(self)
+            except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+                log.debug("web client %s went away: %s", self.address_string(), exc)
+                self.close_connection = True
+
+        def page(self) -> None:
+            body = PAGE.format(title=html.escape(web.title)).encode()
+            self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
+
+        def status(self) -> None:
+            body = json.dumps(web.status_json(), default=str).encode()
+            self._send(HTTPStatus.OK, body, "application/json")
+
+        def healthz(self) -> None:
+            ok, reason = web.health()
+            self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, (reason + "\n").encode(), "text/plain; charset=utf-8")
+
+        def metrics(self) -> None:
+            if web.metrics is None:
+                self._send(HTTPStatus.NOT_IMPLEMENTED, b"metrics need prometheus-client: pip install prometheus-client\n", "text/plain; charset=utf-8")
+                return
+            self._send(HTTPStatus.OK, web.metrics.render(), CONTENT_TYPE_LATEST)
+
+        def snapshot(self) -> None:
+            jpeg = web.current_jpeg()
+            if jpeg is None:
+                self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain; charset=utf-8")
+                return
+            self._send(HTTPStatus.OK, jpeg, "image/jpeg")
+
+        def _client_gone(self) -> bool:
+            """Whether the viewer closed its end (readable with nothing to read) while no frames were sent."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            except (OSError, ValueError):
+                return True
+
+        def stream(self) -> None:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            if self.command == "HEAD":
+                return
+            web._add_viewer(1)
+            try:
+                seq = web.first_seq()
+                while not web.stopping:
+                    jpeg, seq = web.next_jpeg(seq, timeout=1.0)
+                    if jpeg is None:
+                        if self._client_gone():
+                            return
+                        continue
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
+                    self.wfile.write(head + jpeg + b"\r\n")
+                    self.wfile.flush()
+            finally:
+                web._add_viewer(-1)
+
+    ROUTES: dict[str, Callable[[Handler], None]] = {
+        "/": Handler.page,
+        "/index.html": Handler.page,
+        "/stream.mjpg": Handler.stream,
+        "/snapshot.jpg": Handler.snapshot,
+        "/api/status": Handler.status,
+        "/status": Handler.status,
+        "/healthz": Handler.healthz,
+        "/health": Handler.healthz,
+        "/metrics": Handler.metrics,
+    }
+    return Handler
