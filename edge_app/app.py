@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -47,6 +47,19 @@ FPS_WINDOW = 30  # frames the FPS figure is averaged over
 PAUSE_POLL_MS = 50
 
 
+class Window(Protocol):
+    """What the loop needs from an on-screen view (``DisplaySink``): a sink with keys for pause and quit."""
+
+    paused: bool
+    quit_requested: bool
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None: ...
+
+    def poll(self, delay_ms: int = 1) -> None: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class _Output:
     """A sink with its name and error count (an output that fails is logged once, then counted)."""
@@ -66,6 +79,7 @@ class App:
         notifier: Notifier | None = None,
         loader: DelegateLoader | None = None,
         extra_sinks: Sequence[Sink] = (),
+        window: Window | None = None,
         handle_signals: bool = True,
     ) -> None:
         self.config = config
@@ -88,7 +102,7 @@ class App:
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
         self.grabber: FrameGrabber | None = None
-        self.display: DisplaySink | None = None
+        self.display: Window | None = window  # DisplaySink unless headless; given: used instead
         self.views: list[_Output] = []  # drawn and shown before the result is final
         self.records: list[_Output] = []  # logs: written last with the final latencies
         self._stop = threading.Event()
@@ -186,8 +200,9 @@ class App:
 
     def _open_outputs(self) -> None:
         config = self.config
-        if not config.headless:
+        if self.display is None and not config.headless:
             self.display = DisplaySink("edge-app", config.snapshots)
+        if self.display is not None:
             self.views.append(_Output("display", self.display))
         if config.snapshots is not None:
             snapshots = SnapshotSink(

@@ -3,6 +3,7 @@ real log/snapshot sinks, a real MJPEG stream that dies and comes back, a real sd
 
 from __future__ import annotations
 
+import http.client
 import itertools
 import json
 import logging
@@ -22,6 +23,8 @@ from edge_app.errors import OutputError
 from edge_app.model import Classifier, resolve_model
 from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult
+from edge_app.outputs.display import KEY_SPACE, KeyControls
+from edge_app.outputs.draw import draw_overlay
 from tests.edge_app.mjpeg_server import MJPEGServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -290,3 +293,89 @@ def test_a_live_stream_that_dies_and_returns_keeps_the_watchdog_fed(notify_socke
         server.stop()
     assert box == [0]
     assert messages[-1][1] == "STOPPING=1\nSTATUS=stopping: test over"
+
+
+# ------------------------------------------------------------------------------------------ display keys, web
+
+
+class ScriptedWindow:
+    """Stands in for the OpenCV window (this OpenCV build has no GUI): the real ``KeyControls``, with key
+    presses scripted by frame count, and space pressed again after a few idle polls while paused."""
+
+    def __init__(self, keys: dict[int, int], snapshot_dir: Path, resume_after_polls: int = 5) -> None:
+        self.controls = KeyControls(snapshot_dir)
+        self.keys = keys
+        self.resume_after_polls = resume_after_polls
+        self.seen: list[int] = []
+        self.polls_while_paused = 0
+        self.frames_at_pause: int | None = None
+        self.closed = False
+
+    @property
+    def paused(self) -> bool:
+        return self.controls.paused
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self.controls.paused = value
+
+    @property
+    def quit_requested(self) -> bool:
+        return self.controls.quit_requested
+
+    @quit_requested.setter
+    def quit_requested(self, value: bool) -> None:
+        self.controls.quit_requested = value
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        self.seen.append(result.index)
+        self.shown = draw_overlay(frame, result)
+        self.controls.handle(self.keys.get(len(self.seen), -1), self.shown, result.index)
+        if self.paused:
+            self.frames_at_pause = len(self.seen)
+
+    def poll(self, delay_ms: int = 1) -> None:
+        time.sleep(delay_ms / 1000)
+        if self.paused:
+            self.polls_while_paused += 1
+            assert len(self.seen) == self.frames_at_pause, "frames were processed while paused"
+            if self.polls_while_paused == self.resume_after_polls:
+                self.controls.handle(KEY_SPACE, self.shown)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_display_keys_pause_snapshot_and_quit(tmp_path, clip) -> None:
+    video, _, _ = clip
+    window = ScriptedWindow({10: KEY_SPACE, 20: ord("s"), 30: ord("q")}, tmp_path / "shots")
+    app = App(config(source=str(video), loop=True), window=window, handle_signals=False)
+    assert app.run() == 0
+    assert app.stop_reason == "quit from the display" and app.frames == 30 and window.closed
+    assert window.polls_while_paused == 5 and window.seen == list(range(30))
+    shots = list((tmp_path / "shots").glob("snapshot-*-000019.png"))
+    assert len(shots) == 1 and cv2.imread(str(shots[0])).shape == (480, 640, 3)
+
+
+def test_web_view_serves_the_app_status(clip) -> None:
+    video, _, _ = clip
+    app = App(config(source=str(video), loop=True, realtime=True, http="127.0.0.1:0"), handle_signals=False)
+    thread, box = run_in_thread(app)
+    try:
+        assert wait_until(lambda: app.frames > 5, 10.0)
+        server = next(o.sink for o in app.views if o.name.startswith("web"))
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("GET", "/api/status")
+        response = conn.getresponse()
+        assert response.status == 200
+        status = json.loads(response.read())
+        for key in ("model", "source", "fps", "inference_ms", "frames", "dropped", "reconnects", "uptime_s"):
+            assert key in status, key
+        assert status["model"] == "cifar10" and status["source"] == f"video file {video}" and status["frames"] > 5 and status["fps"] > 5
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        app.request_stop("test over")
+        thread.join(3.0)
+    assert box == [0]
