@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from edge_app.delegates import DELEGATES, parse_device
 from edge_app.errors import ConfigError
+from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
 
 if sys.version_info >= (3, 11):
@@ -125,6 +126,8 @@ class AppConfig:
             raise ConfigError("picamera and source are mutually exclusive: picamera with camera = N opens CSI camera N")
         if self.http_token is not None and self.http is None:
             raise ConfigError("http_token is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove the token")
+        if self.log is not None and self.log_format is None and self.log.suffix.lower() not in LOG_EXTENSIONS:
+            raise ConfigError(f"cannot tell the log format from {self.log.name!r}: name the file .jsonl or .csv, or set log_format (--log-format)")
         if self.source is not None and not self.source.strip():
             raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
 

@@ -86,6 +86,7 @@ def test_flags_override_only_what_they_set(tmp_path: Path) -> None:
         ("model = 3\n", r"model must be a path \(string\), got 3"),
         ("camera = 0\nsource = 'a.mp4'\n", r"camera and source are mutually exclusive"),
         ("http_token = 'x'\n", r"http_token is set but http is not"),
+        ("log = 'results.log'\n", r"cannot tell the log format from 'results.log': name the file .jsonl or .csv, or set log_format"),
         ("[source]\npath = 'a.mp4'\n", r"source must be a string, got \{'path': 'a.mp4'\}"),
         ("top_k = \n", r"is not valid TOML: .*line 1"),
     ],
