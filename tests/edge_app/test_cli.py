@@ -113,6 +113,17 @@ def test_a_video_run_logs_every_frame_as_csv(tmp_path, clip) -> None:
     assert "INFO edge_app" not in result.stderr  # -q (the runtime's own C++ INFO line is not ours to silence)
 
 
+def test_the_example_service_config_runs_with_flags_on_top(tmp_path, clip, repo_root) -> None:
+    log = tmp_path / "changes.jsonl"
+    example = repo_root / "systemd" / "config.example.toml"
+    result = edge_app("--config", str(example), "--source", str(clip), "--log", str(log), "--max-frames", "30", "--stats-interval", "0")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert records and all(r["changed"] for r in records)  # log_changes_only = true from the file
+    assert all(len(r["top"]) <= 3 and all(c["score"] >= 0.2 for c in r["top"]) for r in records)  # top_k 3, threshold 0.2
+    assert "stopped (max_frames 30 reached): 30 frames" in result.stderr
+
+
 def test_truncated_video_ends_cleanly_with_the_frames_before_the_damage(tmp_path, clip) -> None:
     data = clip.read_bytes()
     cut = tmp_path / "cut.avi"
