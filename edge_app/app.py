@@ -221,8 +221,15 @@ class App:
         if config.mqtt is not None:
             from edge_app.mqtt import MqttSink  # noqa: PLC0415 - optional integration (paho-mqtt)
 
-            labels = self.classifier.labels if self.classifier else None
-            mqtt = MqttSink(config.mqtt, device=config.mqtt_device, prefix=config.mqtt_prefix, every_n=config.mqtt_every, status=self.status, labels=labels)
+            mqtt = MqttSink(
+                config.mqtt,
+                device=config.mqtt_device,
+                prefix=config.mqtt_prefix,
+                every_n=config.mqtt_every,
+                status=self.status,
+                labels=self.classifier.labels if self.classifier else (),
+                model=self.status()["model"],
+            )
             self.views.append(_Output("mqtt", mqtt))
         for i, extra in enumerate(self.extra_sinks):
             self.views.append(_Output(f"{type(extra).__name__} {i}", extra))

@@ -111,9 +111,9 @@ class AppConfig:
     http: str | None = field(default=None, metadata=_meta("serve the live view, /status, /health and /metrics on HOST:PORT", check=_check_http))
     http_token: str | None = field(default=None, metadata=_meta("require ?token=... or Authorization: Bearer ... on the web server"))
     mqtt: str | None = field(default=None, metadata=_meta("publish results to an MQTT broker, e.g. mqtt://host:1883", check=_check_mqtt))
-    mqtt_prefix: str = field(default="edge-app", metadata=_meta("MQTT topic prefix (topics are PREFIX/DEVICE/...)"))
+    mqtt_prefix: str = field(default="edge-app", metadata=_meta("MQTT topic prefix (topics are PREFIX/DEVICE/classification, /status, /availability)"))
     mqtt_device: str | None = field(default=None, metadata=_meta("device name in MQTT topics (default: the host name)"))
-    mqtt_every: int = field(default=1, metadata=_meta("publish every Nth result (label changes are always published)", min=1))
+    mqtt_every: int = field(default=0, metadata=_meta("also publish every Nth frame (0: only top-1 label changes)", min=0))
     # run control
     max_frames: int | None = field(default=None, metadata=_meta("stop after this many frames", min=1))
     duration: float | None = field(default=None, metadata=_meta("stop after this many seconds", gt=0))
