@@ -131,22 +131,16 @@ def compile_edgetpu(model: Path, out_dir: Path) -> Path | None:
 def add_metadata(model: Path, labels: list[str]) -> bool:
     """Embed standard TFLite metadata (labels, input normalisation) for MediaPipe Tasks and others.
 
-    Uses MediaPipe's metadata writer when installed (``pip install mediapipe``); returns False
-    and leaves the model untouched otherwise.
+    Written by ``converter.metadata`` (no MediaPipe needed); returns False and leaves the model
+    untouched only when the flatbuffers schema code cannot be imported.
     """
     try:
-        from mediapipe.tasks.python.metadata.metadata_writers import image_classifier, metadata_writer  # noqa: PLC0415
-    except Exception as exc:
-        log.warning("no TFLite metadata written (%s): pip install mediapipe to embed labels for MediaPipe Tasks", type(exc).__name__)
+        from converter.metadata import write_classifier_metadata  # noqa: PLC0415
+
+        write_classifier_metadata(model, labels)
+    except ImportError as exc:
+        log.warning("no TFLite metadata written (%s): pip install flatbuffers ai-edge-litert", exc)
         return False
-    writer = image_classifier.MetadataWriter.create(
-        model.read_bytes(),
-        input_norm_mean=[0.0],
-        input_norm_std=[1.0],
-        labels=metadata_writer.Labels().add(labels),
-    )
-    data, _ = writer.populate()
-    model.write_bytes(data)
     return True
 
 
