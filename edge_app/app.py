@@ -155,7 +155,7 @@ class App:
             "source": self.grabber.name if self.grabber else self.config.source_spec().describe(),
             "live": bool(self.grabber.live) if self.grabber else None,
             "connected": stats.connected,
-            "fps": round(self.fps, 2),
+            "fps": round(self.current_fps(), 2),
             "inference_ms": round(self.inference_ms, 2),
             "frames": self.frames,
             "captured": stats.captured,
@@ -172,13 +172,20 @@ class App:
             "output_errors": {o.name: o.errors for o in self.views + self.records if o.errors},
         }
 
+    def current_fps(self) -> float:
+        """Frames per second over the last ``FPS_WINDOW`` frames; 0 once no frame came for a second or more."""
+        done = self._done
+        if not done or time.perf_counter() - done[-1] > max(1.0, 2.0 / self.fps if self.fps > 0 else 1.0):
+            return 0.0
+        return self.fps
+
     def _status_line(self) -> str:
         if self.state == "waiting":
             error = self.grabber.stats.last_error if self.grabber else None
             return f"waiting for {self.grabber.name if self.grabber else 'the source'}" + (f": {error}" if error else "")
         result = self.last_result
         top = f", {result.label} {result.score:.0%}" if result and result.top else ""
-        return f"{self.fps:.1f} fps, inference {self.inference_ms:.1f} ms, {self.frames} frames{top}"
+        return f"{self.current_fps():.1f} fps, inference {self.inference_ms:.1f} ms, {self.frames} frames{top}"
 
     # ------------------------------------------------------------------ set-up
 
