@@ -1,9 +1,9 @@
 """``convert-model``: a Keras model to a checked, full-integer int8 TFLite bundle for the device.
 
 ``convert-model runs/edge/model.keras --data cifar10-train.tar.gz --out models/cifar10`` writes
-``model.tflite`` (uint8 in/out, batch 1, with TFLite metadata when MediaPipe's metadata writer is
-installed), ``labels.txt`` and ``manifest.json``; ``model_edgetpu.tflite`` too when
-``edgetpu_compiler`` is on PATH. The int8 model is checked against the float model on held-out
+``model.tflite`` (uint8 in/out, batch 1, with standard TFLite metadata from ``converter.metadata``:
+labels and input normalisation, for MediaPipe Tasks), ``labels.txt`` and ``manifest.json``;
+``model_edgetpu.tflite`` too when ``edgetpu_compiler`` is on PATH. The int8 model is checked against the float model on held-out
 images and refused when it loses more than ``--max-drop`` points (unless ``--allow-drop``).
 """
 
