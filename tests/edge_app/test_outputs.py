@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from converter.data import Dataset
+from edge_app.mqtt import MqttSink
 from edge_app.outputs import Sink, iso_utc
 from edge_app.outputs.display import DisplaySink
 from edge_app.outputs.logsink import CsvLogSink, JsonlLogSink
 from edge_app.outputs.snapshots import SnapshotSink
+from edge_app.web import WebServer
 from tests.edge_app.framekit import classify_frames
 
 
@@ -36,8 +38,8 @@ def test_iso_utc() -> None:
     assert iso_utc(1_800_000_000.25) == "2027-01-15T08:00:00.250Z"
 
 
-def test_output_classes_are_sinks(tmp_path: Path) -> None:
+def test_output_classes_are_sinks() -> None:
     # Checked by mypy: each class is assignable to the Sink protocol the frame loop uses.
-    sinks: list[type[Sink]] = [DisplaySink, JsonlLogSink, CsvLogSink, SnapshotSink]
+    sinks: list[type[Sink]] = [DisplaySink, JsonlLogSink, CsvLogSink, SnapshotSink, WebServer, MqttSink]
     for cls in sinks:
         assert callable(cls.write) and callable(cls.close)
