@@ -98,6 +98,43 @@ def now_utc() -> str:
 # --------------------------------------------------------------------------- JSON
 
 
+def results_document(
+    *,
+    dataset: str,
+    data: str,
+    classes: Sequence[str],
+    image_shape: Sequence[int],
+    train_images: int,
+    eval_images: int,
+    eval_split: str,
+    command: str,
+    quick: bool = False,
+    seed: int = 0,
+    notes: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A new ``results.json`` document: what was compared, where and how; methods are added as they finish."""
+    return {
+        "format": RESULTS_FORMAT,
+        "dataset": dataset,
+        "data": data,
+        "classes": list(classes),
+        "image_shape": [int(v) for v in image_shape],
+        "train_images": int(train_images),
+        "eval_images": int(eval_images),
+        "eval_split": eval_split,
+        "quick": bool(quick),
+        "seed": seed,
+        "command": command,
+        "date": now_utc(),
+        "machine": machine_info(),
+        "versions": library_versions(),
+        "methods": [],
+        "failure_analysis": [],
+        "notes": list(notes),
+        "chart": None,
+    }
+
+
 def write_results(results: dict[str, Any], out: Path) -> Path:
     path = out / "results.json"
     path.write_text(json.dumps(results, indent=1, allow_nan=False) + "\n")
@@ -285,6 +322,7 @@ __all__ = [
     "per_class_accuracy",
     "plot_comparison",
     "render_markdown",
+    "results_document",
     "write_markdown",
     "write_results",
 ]
