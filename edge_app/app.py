@@ -29,6 +29,7 @@ from edge_app.config import AppConfig, parse_hostport
 from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
 from edge_app.errors import OutputError
 from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
+from edge_app.mqtt import MqttSink
 from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.display import DisplaySink
@@ -226,8 +227,6 @@ class App:
             server.start()
             self.views.append(_Output(f"web {config.http}", server))
         if config.mqtt is not None:
-            from edge_app.mqtt import MqttSink  # noqa: PLC0415 - optional integration (paho-mqtt)
-
             mqtt = MqttSink(
                 config.mqtt,
                 device=config.mqtt_device,

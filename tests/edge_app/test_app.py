@@ -26,6 +26,7 @@ from edge_app.outputs import FrameResult
 from edge_app.outputs.display import KEY_SPACE, KeyControls
 from edge_app.outputs.draw import draw_overlay
 from tests.edge_app.mjpeg_server import MJPEGServer
+from tests.edge_app.test_mqtt import MOSQUITTO, Broker, Listener
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -380,3 +381,27 @@ def test_web_view_serves_the_app_status(clip) -> None:
         app.request_stop("test over")
         thread.join(3.0)
     assert box == [0]
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)")
+def test_mqtt_gets_every_label_change_and_the_status(tmp_path, clip) -> None:
+    video, _, _ = clip
+    broker = Broker(tmp_path / "broker").start()
+    listener = Listener(broker.port)
+    try:
+        log_path = tmp_path / "changes.jsonl"
+        overrides = {"mqtt": broker.url, "mqtt_device": "pi-kitchen", "log": str(log_path), "log_changes_only": True}
+        app = App(config(source=str(video), realtime=True, max_frames=45, **overrides), handle_signals=False)
+        assert app.run() == 0
+        changes = read_jsonl(log_path)
+        topic = "edge-app/pi-kitchen/classification"
+        assert listener.wait(lambda: len(listener.on(topic)) >= len(changes), 10), (len(listener.on(topic)), len(changes))
+        published = [m.json() for m in listener.on(topic)]
+        assert [(p["frame"], p["label"]) for p in published] == [(r["frame"], r["top"][0]["label"]) for r in changes]
+        assert listener.wait(lambda: bool(listener.on("edge-app/pi-kitchen/status")), 10)
+        status = listener.on("edge-app/pi-kitchen/status")[-1].json()
+        assert status["model"] == "cifar10" and status["source"] == f"video file {video}" and "reconnects" in status
+        assert listener.wait(lambda: [m.payload for m in listener.on("edge-app/pi-kitchen/availability")][-1:] == ["offline"], 10)
+    finally:
+        listener.close()
+        broker.stop()
