@@ -45,7 +45,7 @@ class ClassifierSpec:
 
 
 CLASSIFIERS: dict[str, ClassifierSpec] = {
-    "linear-svm": ClassifierSpec("linear SVM", lambda seed: LinearSVC(C=0.01, max_iter=5000, random_state=seed)),
+    "linear-svm": ClassifierSpec("linear SVM", lambda seed: LinearSVC(C=0.001, max_iter=5000, random_state=seed)),
     "rbf-svm": ClassifierSpec("RBF SVM", lambda seed: SVC(C=10.0, kernel="rbf", gamma="scale", random_state=seed), max_train=RBF_MAX_TRAIN),
     "logreg": ClassifierSpec("logistic regression", lambda seed: LogisticRegression(C=0.1, max_iter=1000, random_state=seed)),
     "forest": ClassifierSpec(

@@ -161,6 +161,7 @@ def cnn_results(cnn: CnnModel, arch: str, splits: Splits, work: Path, *, int8: b
     _check_model(model, cnn.path, splits)
     held = splits.held_out
     label = ARCH_LABELS[arch]
+    keras_predict(model, held.x)  # warm-up: the first calls trace the graph (one trace per batch shape)
     t0 = time.perf_counter()
     probs = keras_predict(model, held.x)
     infer_s = time.perf_counter() - t0
