@@ -261,8 +261,7 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
     out: Path = args.out
     work: Path = args.work_dir or Path("runs") / f"compare-{out.resolve().name}"
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # the work folder is made only when a CNN is trained or converted
 
     splits = load_splits(args.data, parse_size(args.image_size), args.eval_split, args.val_fraction, args.seed)
     full_train = len(splits.train)
@@ -305,6 +304,7 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
     for arch in ("paper", "edge"):
         if arch not in methods:
             continue
+        work.mkdir(parents=True, exist_ok=True)
         cnn = reuse_cnn(reuse[arch], splits) if reuse[arch] else train_cnn(arch, epochs[arch], splits, work, args.seed)
         for r, probs in cnn_results(cnn, arch, splits, work, int8=not args.no_int8, calibration=calibration, seed=args.seed):
             record(r)

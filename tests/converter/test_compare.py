@@ -72,25 +72,27 @@ def test_test_split_is_the_held_out_set(folder_with_test_split: Path, tmp_path: 
     assert best > 0.55  # chance is 1/3
     _assert_report_matches_json(out)
     assert (out / "accuracy.png").exists() and not res["failure_analysis"]
+    assert not (tmp_path / "work").exists()  # no CNN, no work folder
     assert "best" in capsys.readouterr().out
 
 
 def test_bad_input_is_one_line_with_an_exit_code(folder_with_test_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "r")
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical,svm"]) == Exit.ERROR
+    work = ["--work-dir", str(tmp_path / "work")]
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical,svm", *work]) == Exit.ERROR
     assert "unknown method(s) svm" in capsys.readouterr().err
 
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "edge", "--edge-model", str(tmp_path / "nope.keras")]) == Exit.MODEL
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "edge", "--edge-model", str(tmp_path / "nope.keras"), *work]) == Exit.MODEL
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.keras not found" in err
 
     assert main(["--data", str(folder_with_test_split), "--out", out, "--eval-split", "test", "--methods", "classical",
-                 "--features", "sift"]) == Exit.ERROR
+                 "--features", "sift", *work]) == Exit.ERROR
     assert "unknown feature 'sift'" in capsys.readouterr().err
 
     big = folder_with_test_split / "train" / "cat" / "big.png"
     cv2.imwrite(str(big), np.full((48, 40, 3), 128, np.uint8))
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical"]) == Exit.DATA
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical", *work]) == Exit.DATA
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--image-size" in err
 
@@ -137,14 +139,16 @@ def test_quick_run_with_both_cnns_and_int8(shared_datasets: Path, folder_with_te
     assert any("reused from" in n for n in m["notes"])
 
     # a model for other classes is refused in one line
-    assert main(["--data", str(folder_with_test_split), "--out", str(tmp_path / "x"), "--methods", "edge", "--edge-model", str(model)]) == Exit.MODEL
+    assert main(["--data", str(folder_with_test_split), "--out", str(tmp_path / "x"), "--methods", "edge", "--edge-model", str(model),
+                 "--work-dir", str(work)]) == Exit.MODEL
 
 
 @pytest.mark.slow
 def test_dogs_vs_cats_scores_on_its_test_split(shared_datasets: Path, tmp_path: Path) -> None:
     out = tmp_path / "dvc"
     rc = main(["--data", str(shared_datasets / "cats-vs-dogs.tar.gz"), "--out", str(out), "--image-size", "32", "--methods", "classical",
-               "--features", "hog", "--classifiers", "logreg", "--limit-per-class", "100", "--eval-limit-per-class", "100", "--jobs", "1"])
+               "--features", "hog", "--classifiers", "logreg", "--limit-per-class", "100", "--eval-limit-per-class", "100", "--jobs", "1",
+               "--work-dir", str(tmp_path / "work")])
     assert rc == 0
     res = _results(out)
     assert res["classes"] == ["cat", "dog"] and res["image_shape"] == [32, 32, 3]
