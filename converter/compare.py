@@ -137,14 +137,14 @@ def reuse_cnn(path: Path, splits: Splits) -> CnnModel:
     return CnnModel(path, float(report.get("train_seconds", 0.0)), int(report.get("train_images", 0)), details, notes)
 
 
-def train_cnn(arch: str, epochs: int, splits: Splits, work: Path, seed: int) -> CnnModel:
+def train_cnn(arch: str, epochs: int, splits: Splits, work: Path, seed: int, *, augment: bool | None = None) -> CnnModel:
     from converter.train import TrainConfig, train_model  # noqa: PLC0415 - imports TensorFlow
 
-    cfg = TrainConfig(arch=arch, epochs=epochs, seed=seed)
+    cfg = TrainConfig(arch=arch, epochs=epochs, seed=seed, augment=augment)
     log.info("training the %s for %d epochs into %s", ARCH_LABELS[arch], epochs, work / arch)
     report = train_model(cfg, splits.train, splits.val, work / arch)
     details = {k: report[k] for k in ("best_epoch", "val_accuracy", "params", "macs", "precision", "config")}
-    details["augmented"] = bool(cfg.augment and arch == "edge")  # train-model augments only the edge recipe
+    details["augmented"] = cfg.augments()
     return CnnModel(work / arch / "model.keras", float(report["train_seconds"]), len(splits.train), details, [])
 
 
@@ -305,7 +305,7 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
         if arch not in methods:
             continue
         work.mkdir(parents=True, exist_ok=True)
-        cnn = reuse_cnn(reuse[arch], splits) if reuse[arch] else train_cnn(arch, epochs[arch], splits, work, args.seed)
+        cnn = reuse_cnn(reuse[arch], splits) if reuse[arch] else train_cnn(arch, epochs[arch], splits, work, args.seed, augment=args.augment)
         for r, probs in cnn_results(cnn, arch, splits, work, int8=not args.no_int8, calibration=calibration, seed=args.seed):
             record(r)
             if r.key.endswith("/float"):
@@ -337,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-edge", type=int, help=f"edge CNN epochs (default {DEFAULT_EPOCHS['edge']}, quick {QUICK['epochs']})")
     p.add_argument("--paper-model", type=Path, help="reuse this paper-CNN model.keras (from train-model) instead of training")
     p.add_argument("--edge-model", type=Path, help="reuse this edge-CNN model.keras (from train-model) instead of training")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="augment both CNNs' training images (default: edge only, the paper's recipe has none)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite conversion of the CNNs")
     p.add_argument("--calibration", type=int, help="int8 calibration images (default 300, quick 100)")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class")

@@ -38,12 +38,15 @@ class TrainConfig:
     lr: float | None = None  # paper: Adam's 1e-3; edge: peak SGD rate 0.2
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.2
-    augment: bool = True
+    augment: bool | None = None  # flip+translate; default: on for edge, off for paper (the paper's recipe)
     precision: str = "auto"
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
     init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
+
+    def augments(self) -> bool:
+        return self.arch == "edge" if self.augment is None else self.augment
 
     def resolved_batch(self) -> int:
         return self.batch_size or (32 if self.arch == "paper" else 256)
@@ -186,7 +189,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         def on_epoch_end(self) -> None:
             order = self.rng.permutation(len(train))
             x = train.x[order]
-            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16)) if cfg.augment and cfg.arch == "edge" else x
+            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16)) if cfg.augments() else x
             self.y = targets(train.y[order])
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -283,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", help="resize images to N or HxW (needed when sizes differ)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
-    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip and translate training images (default: on for edge, off for paper, as in the paper)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
     p.add_argument("--init-from", type=Path, help="transfer learning: start from the matching layers of this model.keras (e.g. the CIFAR-10 model)")
@@ -305,7 +309,7 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
     cfg = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=not args.no_augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None,
+        augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None,
         precision=args.precision, seed=args.seed, widths=widths,
     )
     train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
