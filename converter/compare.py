@@ -291,8 +291,21 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
         notes=notes,
     )
     done: list[MethodResult] = []
+    previous = out / "results.json"
+    if args.merge and previous.exists():
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConverterError(f"--merge: cannot read {previous}: {exc}; delete it or run without --merge") from exc
+        if old.get("dataset") != results["dataset"] or old.get("eval_images") != results["eval_images"]:
+            raise ConverterError(f"--merge: {previous} was scored on other data ({old.get('dataset')}, {old.get('eval_images')} images); use another --out")
+        done.extend(MethodResult.from_dict(m) for m in old.get("methods", []))
+        results["failure_analysis"] = list(old.get("failure_analysis", []))
+        results["commands"] = [*old.get("commands", [old.get("command")]), command]
+        log.info("--merge: keeping %d method(s) from %s", len(done), previous)
 
     def record(r: MethodResult) -> None:
+        done[:] = [m for m in done if m.key != r.key]
         done.append(r)
         results["methods"] = method_dicts(done)
         write_results(results, out)  # partial results survive an interrupted run
@@ -310,7 +323,8 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
             record(r)
             if r.key.endswith("/float"):
                 fa = analyse(splits.held_out.y, probs, splits.held_out.classes, image_shape=splits.held_out.image_shape, method_key=r.key, method_name=r.name)
-                results["failure_analysis"].append(write_failure_analysis(fa, splits.held_out.x, out, arch))
+                kept = [f for f in results["failure_analysis"] if f.get("method") != r.key]
+                results["failure_analysis"] = [*kept, write_failure_analysis(fa, splits.held_out.x, out, arch)]
     if not done:
         raise ConverterError("nothing to compare: --methods selected no method")
     results["chart"] = plot_comparison(done, out / "accuracy.png", title=f"{splits.train.name}: held-out accuracy and inference time").name
@@ -339,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edge-model", type=Path, help="reuse this edge-CNN model.keras (from train-model) instead of training")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="augment both CNNs' training images (default: edge only, the paper's recipe has none)")
+    p.add_argument("--merge", action="store_true", help="keep the methods already in OUT/results.json that this run does not redo")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 TFLite conversion of the CNNs")
     p.add_argument("--calibration", type=int, help="int8 calibration images (default 300, quick 100)")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class")

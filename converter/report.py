@@ -237,7 +237,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     out = [
         f"# Classical machine learning versus CNNs on {results['dataset']}",
         "",
-        f"- **Command:** `{results['command']}`",
+        *(f"- **Command:** `{c}`" for c in results.get("commands") or [results["command"]]),
         f"- **Date:** {results['date']}",
         f"- **Machine:** {m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}{load}",
         "- **Libraries:** " + ", ".join(f"{k} {v}" for k, v in results.get("versions", {}).items()),

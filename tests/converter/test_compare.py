@@ -76,6 +76,19 @@ def test_test_split_is_the_held_out_set(folder_with_test_split: Path, tmp_path: 
     assert "best" in capsys.readouterr().out
 
 
+def test_merge_keeps_earlier_methods_and_redoes_the_named_ones(folder_with_test_split: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    common = ["--data", str(folder_with_test_split), "--out", str(out), "--methods", "classical", "--jobs", "1", "--work-dir", str(tmp_path / "w")]
+    assert main([*common, "--features", "hog", "--classifiers", "logreg"]) == 0
+    assert main([*common, "--features", "color,hog", "--classifiers", "logreg", "--merge"]) == 0
+    res = _results(out)
+    assert sorted(m["key"] for m in res["methods"]) == ["color/logreg", "hog/logreg"]  # hog/logreg redone, not doubled
+    assert len(res["commands"]) == 2
+    _assert_report_matches_json(out)
+    assert main([*common, "--features", "color", "--classifiers", "logreg"]) == 0  # without --merge: a fresh report
+    assert [m["key"] for m in _results(out)["methods"]] == ["color/logreg"]
+
+
 def test_bad_input_is_one_line_with_an_exit_code(folder_with_test_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "r")
     work = ["--work-dir", str(tmp_path / "work")]
