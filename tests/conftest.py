@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,11 +22,14 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """The real image archives beside the checkout (``../shared/datasets``)."""
-    for candidate in (REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets"):
+    """The real image archives: ``$EDGE_RECOGNITION_DATASETS``, else ``../shared/datasets`` beside the checkout."""
+    env = os.environ.get("EDGE_RECOGNITION_DATASETS")
+    candidates = [Path(env)] if env else []
+    candidates += [REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets", Path("/work/shared/datasets")]
+    for candidate in candidates:
         if (candidate / "cifar10-train.tar.gz").exists():
             return candidate
-    pytest.fail("../shared/datasets/cifar10-train.tar.gz not found beside the checkout")
+    pytest.fail("cifar10-train.tar.gz not found: set EDGE_RECOGNITION_DATASETS to the folder holding the shared archives")
 
 
 @pytest.fixture(scope="session")

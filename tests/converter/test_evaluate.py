@@ -36,8 +36,8 @@ def test_keras_and_tflite_evaluations_agree(tiny_edge_run: tuple[Path, dict[str,
     assert ev.accuracy == pytest.approx(report["val_accuracy"])
 
 
-def test_cli_writes_json_text_and_png(default_model: Path, tmp_path: Path, repo_root: Path) -> None:
-    data = repo_root.parent / "shared" / "datasets" / "cifar10-train.tar.gz"
+def test_cli_writes_json_text_and_png(default_model: Path, tmp_path: Path, shared_datasets: Path) -> None:
+    data = shared_datasets / "cifar10-train.tar.gz"
     proc = subprocess.run([sys.executable, "-m", "converter.evaluate", str(default_model), "--data", str(data), "--limit", "300",
                            "--out", str(tmp_path), "--json"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
