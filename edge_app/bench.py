@@ -6,7 +6,12 @@ Three measurements on the same video and model:
   per-stage latency (mean, p50, p95), FPS, start-up to first inference and peak RSS;
 * the naive single-thread loop of the TensorFlow Lite Raspberry Pi example:
   ``VideoCapture.read()`` -> preprocess -> invoke -> draw, one after the other;
-* bare ``invoke()`` on a fixed input, to show how much the pipeline adds around the model.
+* bare ``invoke()`` on a fixed input, to show how much the pipeline adds around the model;
+* with ``--viewers N``: the headless pipeline with a ``WebServer`` sink, alternately with no viewer
+  and with N MJPEG viewers reading ``/stream.mjpg`` (``--rounds`` pairs of runs, in A/B then B/A
+  order, medians reported), to show what streaming costs the frame loop. The viewers are separate
+  processes (so their socket reads do not take the app's GIL) that count the JPEG parts they
+  receive without decoding them, as a browser on another machine would.
 
 ``--source synthetic`` (the default) writes a 640x480 MJPG video of moving shapes to a temporary
 folder first, so the benchmark needs no camera and no data.
@@ -15,15 +20,22 @@ folder first, so the benchmark needs no camera and no data.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import math
+import multiprocessing
 import resource
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -31,16 +43,20 @@ import numpy as np
 from edge_app.app import App
 from edge_app.config import AppConfig
 from edge_app.delegates import DELEGATES, load_classifier
-from edge_app.errors import ConfigError, SourceError
+from edge_app.errors import ConfigError, OutputError, SourceError
 from edge_app.model import resolve_model, top_k
 from edge_app.notify import Notifier
-from edge_app.outputs import FrameResult
+from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.draw import draw_overlay
 from edge_app.runtime import get_runtime
+from edge_app.web import WebServer
 
 DESCRIPTION = "Benchmark the recognition pipeline (per-stage latency, FPS, memory) against the naive single-thread loop and bare invoke()."
 STAGES = ("capture", "preprocess", "invoke", "draw", "total")
 SYNTHETIC = "synthetic"
+MAX_VIEWERS = 16
+VIEWER_CONNECT_S = 60.0  # spawning the viewer processes and connecting, on a loaded machine
+VIEWER_READ_S = 60.0  # a viewer's socket timeout: covers model load and source open before the first frame
 
 
 @dataclass
@@ -82,12 +98,54 @@ class BenchReport:
     startup_s: float  # App() to the first classified frame: model load, source open, first frame
     peak_rss_mb: float | None
     labels_agree: float  # share of frames where the pipeline and the naive loop gave the same top-1
+    viewers: ViewerComparison | None = None  # with --viewers N
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for loop in ("pipeline", "naive"):
             data[loop].pop("labels", None)
         return data
+
+
+@dataclass
+class ViewerRun:
+    """One headless pipeline run with a ``WebServer`` sink and ``viewers`` MJPEG clients."""
+
+    viewers: int
+    frames: int
+    fps: float
+    capture: StageStats  # the frame loop's wait for the capture thread
+    invoke: StageStats
+    total: StageStats
+    encoded: int  # JPEGs the server made (one per streamed frame, shared by all viewers)
+    parts: list[int]  # JPEG parts each viewer received
+    stream_fps: list[float]  # parts per second each viewer received, first to last part
+
+
+@dataclass
+class ViewerSide:
+    """All runs with the same number of viewers; the figures are medians over the runs."""
+
+    viewers: int
+    fps: float
+    invoke_ms: float  # median of the runs' mean invoke() time
+    invoke_p95_ms: float
+    capture_ms: float  # median of the runs' mean wait for a frame
+    total_ms: float  # median of the runs' mean loop time per frame
+    runs: list[ViewerRun]
+
+
+@dataclass
+class ViewerComparison:
+    viewers: int
+    rounds: int  # A/B pairs run, alternating the order
+    frames: int  # per run
+    max_fps: float  # the web view's encoding limit
+    clients: str
+    idle: ViewerSide  # WebServer attached, nobody watching
+    watched: ViewerSide  # the same with ``viewers`` clients on /stream.mjpg
+    fps_diff_pct: float  # watched FPS over idle FPS, in percent (negative: slower)
+    invoke_diff_pct: float  # watched mean invoke() time over idle, in percent (positive: slower)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -136,14 +194,16 @@ def video_info(path: Path) -> tuple[int, tuple[int, int]]:
 
 
 class _Recorder:
-    """The pipeline's output for the benchmark: draws the overlay like the display would, keeps timings."""
+    """The pipeline's output for the benchmark: draws the overlay like the display would (if ``draw``), keeps timings."""
 
-    def __init__(self) -> None:
+    def __init__(self, draw: bool = True) -> None:
+        self.draw = draw
         self.results: list[FrameResult] = []
         self.done: list[float] = []
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        draw_overlay(frame, result)
+        if self.draw:
+            draw_overlay(frame, result)
         self.results.append(result)
         self.done.append(time.perf_counter())
 
@@ -155,11 +215,11 @@ def _fps(done: list[float]) -> float:
     return (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else math.nan
 
 
-def run_pipeline(config: AppConfig) -> tuple[LoopResult, float, App]:
+def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool = True) -> tuple[LoopResult, float, App]:
     """The real ``App`` on ``config`` (headless, max_frames set); its per-stage timings and start-up time."""
-    recorder = _Recorder()
+    recorder = _Recorder(draw)
     started = time.monotonic()
-    app = App(config, extra_sinks=[recorder], handle_signals=False, notifier=Notifier({}))
+    app = App(config, extra_sinks=[recorder, *extra_sinks], handle_signals=False, notifier=Notifier({}))
     app.run()
     startup = (app.first_result_at - started) if app.first_result_at is not None else math.nan
     stages = {s: StageStats.of([r.latency_ms[s] for r in recorder.results]) for s in STAGES}
@@ -206,6 +266,132 @@ def peak_rss_mb() -> float | None:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+# ---------------------------------------------------------------------- MJPEG viewers
+
+
+@dataclass
+class StreamCount:
+    parts: int  # JPEG parts received
+    size: int  # their bytes
+    seconds: float  # first to last part
+
+
+def watch_stream(url: str, timeout_s: float = VIEWER_READ_S) -> StreamCount:
+    """An MJPEG viewer: read ``url`` until the server ends the stream, counting the JPEG parts without decoding them."""
+    split = urlsplit(url)
+    conn = http.client.HTTPConnection(split.hostname or "127.0.0.1", split.port, timeout=timeout_s)
+    parts = size = 0
+    first = last = 0.0
+    try:
+        conn.request("GET", split.path or "/")
+        resp = conn.getresponse()
+        boundary = resp.headers.get_param("boundary")
+        if resp.status != 200 or not isinstance(boundary, str):
+            raise OutputError(f"bench viewer: {url} answered {resp.status} {resp.reason}, not an MJPEG stream; is the web view serving /stream.mjpg?")
+        marker = f"--{boundary}".encode()
+        try:
+            while line := resp.readline():
+                if line.strip() != marker:
+                    continue
+                length = -1
+                while header := resp.readline().strip():
+                    key, _, value = header.decode("latin-1").partition(":")
+                    if key.strip().lower() == "content-length":
+                        length = int(value)
+                if length < 0 or len(resp.read(length)) < length:
+                    break
+                last = time.monotonic()
+                first = first or last
+                parts += 1
+                size += length
+        except (OSError, http.client.HTTPException):
+            pass  # the stream broke off: report what arrived
+    finally:
+        conn.close()
+    return StreamCount(parts, size, last - first)
+
+
+def _wait_for_viewers(server: WebServer, futures: list[Future[StreamCount]], timeout_s: float = VIEWER_CONNECT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while server.viewers < len(futures):
+        for f in futures:
+            if f.done():
+                f.result()  # raises the viewer's error, if any
+                raise OutputError(f"a bench viewer of {server.url}stream.mjpg ended before the run started; check the web view")
+        if time.monotonic() > deadline:
+            raise OutputError(
+                f"only {server.viewers} of {len(futures)} bench viewers connected to {server.url} within {timeout_s:g} s: "
+                "the machine may be overloaded; try fewer --viewers"
+            )
+        time.sleep(0.02)
+
+
+def _viewer_run(config: AppConfig, viewers: int, pool: ProcessPoolExecutor | None, max_fps: float) -> ViewerRun:
+    """One pipeline run with a fresh ``WebServer`` sink; ``viewers`` clients from ``pool`` watch it from before the first frame."""
+    server = WebServer("127.0.0.1", 0, max_fps=max_fps).start()
+    futures: list[Future[StreamCount]] = []
+    try:
+        if viewers:
+            assert pool is not None
+            futures = [pool.submit(watch_stream, f"{server.url}stream.mjpg") for _ in range(viewers)]
+            _wait_for_viewers(server, futures)
+        loop, _, _ = run_pipeline(config, extra_sinks=[server], draw=False)  # the App closes the server: the streams end
+    finally:
+        server.close()
+    try:
+        counts = [f.result(timeout=VIEWER_READ_S) for f in futures]
+    except FutureTimeout as exc:
+        raise OutputError(f"a bench viewer did not finish within {VIEWER_READ_S:g} s after the web view closed") from exc
+    rates = [round((c.parts - 1) / c.seconds, 2) if c.parts > 1 and c.seconds > 0 else math.nan for c in counts]
+    stages = loop.stages
+    return ViewerRun(
+        viewers, loop.frames, round(loop.fps, 3), stages["capture"], stages["invoke"], stages["total"], server.encoded, [c.parts for c in counts], rates
+    )
+
+
+def _median(values: list[float]) -> float:
+    return round(float(statistics.median(values)), 3) if values else math.nan
+
+
+def _side(runs: list[ViewerRun]) -> ViewerSide:
+    return ViewerSide(
+        viewers=runs[0].viewers,
+        fps=_median([r.fps for r in runs]),
+        invoke_ms=_median([r.invoke.mean for r in runs]),
+        invoke_p95_ms=_median([r.invoke.p95 for r in runs]),
+        capture_ms=_median([r.capture.mean for r in runs]),
+        total_ms=_median([r.total.mean for r in runs]),
+        runs=runs,
+    )
+
+
+def compare_viewers(config: AppConfig, viewers: int, rounds: int = 3, max_fps: float = 10.0) -> ViewerComparison:
+    """``rounds`` pairs of pipeline runs, without and with ``viewers`` MJPEG clients, alternating which goes first."""
+    if not 1 <= viewers <= MAX_VIEWERS:
+        raise ConfigError(f"--viewers must be 1..{MAX_VIEWERS}, got {viewers}")
+    if rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
+    idle: list[ViewerRun] = []
+    watched: list[ViewerRun] = []
+    # spawn, not fork: the app's threads are running; the pool's processes are reused by every watched run
+    with ProcessPoolExecutor(max_workers=viewers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for i in range(rounds):
+            for n in (0, viewers) if i % 2 == 0 else (viewers, 0):
+                (watched if n else idle).append(_viewer_run(config, n, pool, max_fps))
+    a, b = _side(idle), _side(watched)
+    return ViewerComparison(
+        viewers=viewers,
+        rounds=rounds,
+        frames=config.max_frames or 0,
+        max_fps=max_fps,
+        clients=f"{viewers} separate processes reading /stream.mjpg over 127.0.0.1, counting JPEG parts without decoding",
+        idle=a,
+        watched=b,
+        fps_diff_pct=round((b.fps / a.fps - 1.0) * 100.0, 2) if a.fps > 0 else math.nan,
+        invoke_diff_pct=round((b.invoke_ms / a.invoke_ms - 1.0) * 100.0, 2) if a.invoke_ms > 0 else math.nan,
+    )
+
+
 def benchmark(
     source: str = SYNTHETIC,
     frames: int = 300,
@@ -216,8 +402,10 @@ def benchmark(
     device: str | None = None,
     invoke_runs: int = 200,
     workdir: Path | None = None,
+    viewers: int = 0,
+    rounds: int = 3,
 ) -> BenchReport:
-    """Run the three measurements (see the module doc) and return the numbers."""
+    """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
         raise ConfigError(f"--frames must be at least 2, got {frames}")
     with tempfile.TemporaryDirectory(dir=workdir, prefix="edge-app-bench-") as tmp:
@@ -242,6 +430,7 @@ def benchmark(
         pipeline, startup, app = run_pipeline(config)
         rss = peak_rss_mb()
         naive = run_naive(video, config, pipeline.frames)
+        compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier
     assert classifier is not None and app.files is not None and app.acceleration is not None
     bare = StageStats.of([t * 1e3 for t in classifier.time_invoke(invoke_runs)])
@@ -264,6 +453,7 @@ def benchmark(
         startup_s=round(startup, 3),
         peak_rss_mb=rss,
         labels_agree=round(agree, 4),
+        viewers=compared,
     )
 
 
@@ -291,7 +481,28 @@ def format_table(r: BenchReport) -> str:
         f"start-up    {r.startup_s:8.2f} s   to the first inference (model load, source open, first frame)",
         f"peak RSS    {r.peak_rss_mb if r.peak_rss_mb is not None else float('nan'):8.1f} MB",
     ]
+    if r.viewers is not None:
+        lines += ["", *format_viewers(r.viewers)]
     return "\n".join(lines)
+
+
+def format_viewers(v: ViewerComparison) -> list[str]:
+    parts = [p for run in v.watched.runs for p in run.parts]
+    rates = [x for run in v.watched.runs for x in run.stream_fps if math.isfinite(x)]
+    jpegs = _median([float(run.encoded) for run in v.watched.runs])
+    lines = [
+        f"web view, {v.rounds} x 2 alternating runs of {v.frames} frames (medians); viewers: {v.clients}",
+        f"{'':<12}{'FPS':>9}{'invoke mean':>13}{'p95':>9}{'capture wait':>14}{'total mean':>12}  (ms)",
+    ]
+    for name, side in (("0 viewers", v.idle), (f"{v.viewers} viewers", v.watched)):
+        lines.append(f"{name:<12}{side.fps:>9.1f}{side.invoke_ms:>13.3f}{side.invoke_p95_ms:>9.3f}{side.capture_ms:>14.3f}{side.total_ms:>12.3f}")
+    lines += [
+        f"{'difference':<12}{v.fps_diff_pct:>+8.1f}%{v.invoke_diff_pct:>+12.1f}%",
+        f"FPS per run  0 viewers: {', '.join(f'{r.fps:.1f}' for r in v.idle.runs)}; {v.viewers} viewers: {', '.join(f'{r.fps:.1f}' for r in v.watched.runs)}",
+        f"streamed    {jpegs:.0f} JPEGs per run (max {v.max_fps:g}/s, shared); each viewer got {min(parts)}-{max(parts)} parts"
+        + (f", {statistics.median(rates):.1f}/s" if rates else ""),
+    ]
+    return lines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +513,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delegate", choices=DELEGATES, default="cpu", help="cpu, edgetpu or auto (default: cpu)")
     parser.add_argument("--device", metavar="usb[:N]|pci[:N]", help="Edge TPU device")
     parser.add_argument("--invoke-runs", type=int, default=200, metavar="N", help="bare invoke() repetitions (default: 200)")
+    parser.add_argument(
+        "--viewers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also compare the pipeline with a web view and no viewer against N MJPEG viewers (separate processes; default: 0, off)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, metavar="R", help="with --viewers: pairs of runs, alternating the order (default: 3)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
 
@@ -311,8 +530,20 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be at least 1, got {args.threads}")
     if args.invoke_runs < 1:
         raise ConfigError(f"--invoke-runs must be at least 1, got {args.invoke_runs}")
+    if not 0 <= args.viewers <= MAX_VIEWERS:
+        raise ConfigError(f"--viewers must be 0..{MAX_VIEWERS}, got {args.viewers}")
+    if args.rounds < 1:
+        raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
     report = benchmark(
-        args.source, args.frames, model=args.model, threads=args.threads, delegate=args.delegate, device=args.device, invoke_runs=args.invoke_runs
+        args.source,
+        args.frames,
+        model=args.model,
+        threads=args.threads,
+        delegate=args.delegate,
+        device=args.device,
+        invoke_runs=args.invoke_runs,
+        viewers=args.viewers,
+        rounds=args.rounds,
     )
     print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
     return 0

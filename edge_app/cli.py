@@ -2,7 +2,8 @@
 
     edge-app [--config FILE] [run flags]        classify frames from a camera, file, folder or stream
     edge-app --check-config --config FILE       validate the config (exit 0) or say what is wrong
-    edge-app bench [--source FILE] [--json]     per-stage latency and the naive-loop comparison
+    edge-app bench [--source FILE] [--json]     per-stage latency, the naive-loop comparison and,
+                                                with --viewers N, the cost of N MJPEG viewers
 
 Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
 file. Logging goes to stderr and is configured here only. Errors the user can fix are one line,

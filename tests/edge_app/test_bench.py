@@ -1,4 +1,5 @@
-"""``edge-app bench`` on a real video of CIFAR-10 validation images and on its synthetic video, with the shipped model."""
+"""``edge-app bench`` on a real video of CIFAR-10 validation images and on its synthetic video, with the shipped model,
+including the web-view comparison with real MJPEG viewers (separate processes on real sockets)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from edge_app.bench import STAGES, benchmark, format_table, synthetic_video
+from edge_app.bench import STAGES, benchmark, compare_viewers, format_table, format_viewers, synthetic_video
+from edge_app.config import AppConfig
 from edge_app.errors import ExitCode
 
 pytestmark = pytest.mark.timeout(120)
@@ -76,3 +78,36 @@ def test_bench_bad_source_is_one_line(tmp_path) -> None:
     assert result.stderr.strip().splitlines()[-1].startswith("edge-app: error: bench source") and "Traceback" not in result.stderr
     result = edge_app("bench", "--frames", "1")
     assert result.returncode == ExitCode.CONFIG and "--frames must be at least 2" in result.stderr
+    result = edge_app("bench", "--viewers", "-1")
+    assert result.returncode == ExitCode.CONFIG and result.stderr.strip().splitlines()[-1] == "edge-app: error: --viewers must be 0..16, got -1"
+
+
+def test_bench_cli_viewers_json_on_a_real_video(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:100], repeat=3)  # runs of most of a second: several JPEGs each
+    result = edge_app("bench", "--source", str(video), "--frames", "300", "--invoke-runs", "20", "--viewers", "2", "--rounds", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    v = json.loads(result.stdout)["viewers"]
+    assert (v["viewers"], v["rounds"], v["frames"], v["max_fps"]) == (2, 1, 300, 10.0)
+    idle, watched = v["idle"], v["watched"]
+    assert (idle["viewers"], watched["viewers"]) == (0, 2) and len(idle["runs"]) == len(watched["runs"]) == 1
+    for side in (idle, watched):
+        assert side["fps"] > 0 and side["invoke_ms"] > 0 and side["total_ms"] >= side["invoke_ms"]
+        run = side["runs"][0]
+        assert run["frames"] == 300 and run["fps"] == side["fps"] and run["invoke"]["mean"] == side["invoke_ms"]
+    assert idle["runs"][0]["encoded"] == 0 and idle["runs"][0]["parts"] == []  # nobody watched: nothing encoded
+    run = watched["runs"][0]
+    assert len(run["parts"]) == 2 and all(p > 0 for p in run["parts"]), json.dumps(run)  # every viewer really received JPEGs
+    assert 0 < max(run["parts"]) <= run["encoded"] + 1  # one shared encoding, never more parts than JPEGs made
+    assert v["fps_diff_pct"] == pytest.approx((watched["fps"] / idle["fps"] - 1) * 100, abs=0.02)
+    assert v["invoke_diff_pct"] == pytest.approx((watched["invoke_ms"] / idle["invoke_ms"] - 1) * 100, abs=0.02)
+
+
+def test_compare_viewers_table_in_process(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:80], repeat=3)
+    config = AppConfig(source=str(video), headless=True, max_frames=240, stats_interval=0.0)
+    v = compare_viewers(config, viewers=1, rounds=2)
+    assert [len(v.idle.runs), len(v.watched.runs)] == [2, 2]
+    assert all(r.frames == 240 and r.fps > 0 for r in v.idle.runs + v.watched.runs)
+    assert all(r.parts[0] > 0 and r.encoded > 0 for r in v.watched.runs)
+    table = "\n".join(format_viewers(v))
+    assert "0 viewers" in table and "1 viewers" in table and "difference" in table and f"{v.fps_diff_pct:+.1f}%" in table
