@@ -25,6 +25,7 @@ from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult
 from edge_app.outputs.display import KEY_SPACE, KeyControls
 from edge_app.outputs.draw import draw_overlay
+from tests.edge_app.helpers import decoded_frames, read_jsonl, wait_until
 from tests.edge_app.mjpeg_server import MJPEGServer
 from tests.edge_app.test_mqtt import MOSQUITTO, Broker, Listener
 
@@ -47,24 +48,8 @@ def classifier(default_model: Path) -> Classifier:
     return Classifier(resolve_model(default_model))
 
 
-def decoded_frames(video: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
-    return frames
-
-
 def config(**overrides) -> AppConfig:
     return load_config(None, {"headless": True, "stats_interval": 0.0, **overrides})
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 class Collect:
@@ -107,15 +92,6 @@ def run_in_thread(app: App) -> tuple[threading.Thread, list]:
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     return thread, box
-
-
-def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 # ------------------------------------------------------------------------------------------ files

@@ -16,6 +16,7 @@ import pytest
 from edge_app.bench import STAGES, benchmark, compare_viewers, format_table, format_viewers, synthetic_video
 from edge_app.config import AppConfig
 from edge_app.errors import ExitCode
+from tests.edge_app.helpers import decoded_frames
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -28,14 +29,7 @@ def edge_app(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_synthetic_video_is_a_real_readable_video(tmp_path) -> None:
-    path = synthetic_video(tmp_path / "s.avi", frames=12)
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
+    frames = decoded_frames(synthetic_video(tmp_path / "s.avi", frames=12))
     assert len(frames) == 12 and frames[0].shape == (480, 640, 3)
     assert cv2.absdiff(frames[0], frames[6]).mean() > 5  # it moves
 

@@ -25,6 +25,7 @@ from edge_app.errors import ConfigError, ExitCode, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.outputs.logsink import LOG_FORMATS, CsvLogSink, JsonlLogSink, make_log_sink
 from tests.edge_app.framekit import classify_frames
+from tests.edge_app.helpers import read_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.timeout(60)
@@ -36,10 +37,6 @@ def results(cifar10_val: Dataset, default_model: Path) -> list[FrameResult]:
     """Real results for 60 validation images from all classes (small frames: only the results matter here)."""
     picks = list(range(0, len(cifar10_val), len(cifar10_val) // 60))[:60]
     return [r for _, r in classify_frames(cifar10_val, default_model, picks, size=(64, 64))]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_jsonl_round_trip(tmp_path: Path, results: list[FrameResult]) -> None:

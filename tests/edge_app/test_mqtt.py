@@ -31,6 +31,7 @@ from edge_app.model import Classifier, resolve_model
 from edge_app.mqtt import BrokerURL, MqttSink
 from edge_app.outputs import FrameResult
 from tests.edge_app.framekit import classify_frames
+from tests.edge_app.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
@@ -46,15 +47,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 class Broker:

@@ -29,6 +29,7 @@ from edge_app.sources import (
     open_source,
     spec_from_args,
 )
+from tests.edge_app.helpers import wait_until
 from tests.edge_app.mjpeg_server import MJPEGServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,15 +60,6 @@ def drain(grabber: FrameGrabber, limit_s: float = 20.0) -> list[Frame]:
         if frame is not None:
             frames.append(frame)
     return frames
-
-
-def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return bool(condition())
 
 
 def open_files() -> set[str]:

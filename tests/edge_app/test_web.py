@@ -28,6 +28,7 @@ from edge_app.errors import ConfigError, ExitCode, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.web import WebServer
 from tests.edge_app.framekit import classify_frames
+from tests.edge_app.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -110,15 +111,6 @@ def feeding(server: WebServer, frames: list[tuple[np.ndarray, FrameResult]], fps
     finally:
         stop.set()
         thread.join()
-
-
-def wait_until(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return bool(condition())
 
 
 @pytest.fixture
