@@ -25,6 +25,7 @@ from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult
 from edge_app.outputs.display import KEY_SPACE, KeyControls
 from edge_app.outputs.draw import draw_overlay
+from edge_app.web import WebServer
 from tests.edge_app.helpers import decoded_frames, read_jsonl, wait_until
 from tests.edge_app.mjpeg_server import MJPEGServer
 from tests.edge_app.test_mqtt import MOSQUITTO, Broker, Listener
@@ -189,7 +190,8 @@ def test_snapshots_on_label_changes(tmp_path, clip) -> None:
     files = sorted(folder.glob("snap-*.jpg"))
     assert len(files) == len(changes)
     assert [int(f.name.split("-")[2]) for f in files] == [r["frame"] for r in changes]
-    assert cv2.imread(str(files[0])).shape == (480, 640, 3)
+    first = cv2.imread(str(files[0]))
+    assert first is not None and first.shape == (480, 640, 3)
 
 
 def test_stats_lines_are_logged_periodically(clip, caplog) -> None:
@@ -332,7 +334,9 @@ def test_display_keys_pause_snapshot_and_quit(tmp_path, clip) -> None:
     assert app.stop_reason == "quit from the display" and app.frames == 30 and window.closed
     assert window.polls_while_paused == 5 and window.seen == list(range(30))
     shots = list((tmp_path / "shots").glob("snapshot-*-000019.png"))
-    assert len(shots) == 1 and cv2.imread(str(shots[0])).shape == (480, 640, 3)
+    assert len(shots) == 1
+    shot = cv2.imread(str(shots[0]))
+    assert shot is not None and shot.shape == (480, 640, 3)
 
 
 def test_web_view_serves_the_app_status(clip) -> None:
@@ -342,6 +346,7 @@ def test_web_view_serves_the_app_status(clip) -> None:
     try:
         assert wait_until(lambda: app.frames > 5, 10.0)
         server = next(o.sink for o in app.views if o.name.startswith("web"))
+        assert isinstance(server, WebServer)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("GET", "/api/status")
         response = conn.getresponse()
