@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -59,9 +60,17 @@ def default_model() -> Path:
     return path
 
 
+@pytest.fixture
+def model_copy(tmp_path: Path, default_model: Path) -> Path:
+    """A copy of the shipped model bundle in ``tmp_path / "model"``, free to modify."""
+    folder = tmp_path / "model"
+    shutil.copytree(default_model, folder)
+    return folder
+
+
 def _write_video(path: Path, images: Sequence[np.ndarray], size: tuple[int, int] = (640, 480), fps: float = 30.0, repeat: int = 1) -> Path:
     """Write RGB ``images`` upscaled to ``size`` (w, h) as an MJPG AVI, each repeated ``repeat`` times."""
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, size)
     assert writer.isOpened(), f"OpenCV cannot write {path}"
     for img in images:
         bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.shape[-1] == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)

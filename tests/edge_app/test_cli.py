@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -46,13 +45,6 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, cifar10_val, write_video) -> Path:
     return write_video(tmp_path_factory.mktemp("cli") / "clip.avi", cifar10_val.x[:40], repeat=2)
-
-
-@pytest.fixture
-def model_copy(tmp_path: Path, default_model: Path) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(default_model, folder)
-    return folder
 
 
 # ------------------------------------------------------------------------------------------ flags and config

@@ -40,13 +40,6 @@ class FakeCoral:
         return ("edgetpu-delegate", options.get("device"))
 
 
-@pytest.fixture
-def model_copy(tmp_path: Path, default_model: Path) -> Path:
-    folder = tmp_path / "model"
-    shutil.copytree(default_model, folder)
-    return folder
-
-
 def test_device_strings() -> None:
     assert [parse_device(d) for d in ("usb", "usb:0", "PCI:1", " pci ", ":0", None)] == ["usb", "usb:0", "pci:1", "pci", ":0", None]
     for bad in ("usb0", "tpu", "usb:", ":", "", "usb:x"):
