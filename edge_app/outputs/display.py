@@ -95,22 +95,10 @@ class KeyControls:
         return path
 
 
-class DisplaySink:
-    """Shows ``draw_overlay`` output in an OpenCV window and reacts to keys (see the module doc)."""
+class KeyControlled:
+    """A window whose ``paused`` and ``quit_requested`` are those of its ``controls`` (what the frame loop reads)."""
 
-    def __init__(self, window: str = "edge-app", snapshot_dir: Path | None = None, *, show_stats: bool = True) -> None:
-        check_gui()
-        self.window = window
-        self.show_stats = show_stats
-        self.controls = KeyControls(snapshot_dir)
-        self.shown: np.ndarray | None = None
-        self._index = 0
-        self._closed = False
-        try:
-            cv2.namedWindow(window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
-        except cv2.error as exc:
-            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
-            raise OutputError(f"cannot open a window: {msg}; {HEADLESS_HINT}") from exc
+    controls: KeyControls
 
     @property
     def quit_requested(self) -> bool:
@@ -127,6 +115,24 @@ class DisplaySink:
     @paused.setter
     def paused(self, value: bool) -> None:
         self.controls.paused = value
+
+
+class DisplaySink(KeyControlled):
+    """Shows ``draw_overlay`` output in an OpenCV window and reacts to keys (see the module doc)."""
+
+    def __init__(self, window: str = "edge-app", snapshot_dir: Path | None = None, *, show_stats: bool = True) -> None:
+        check_gui()
+        self.window = window
+        self.show_stats = show_stats
+        self.controls = KeyControls(snapshot_dir)
+        self.shown: np.ndarray | None = None
+        self._index = 0
+        self._closed = False
+        try:
+            cv2.namedWindow(window, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+        except cv2.error as exc:
+            msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
+            raise OutputError(f"cannot open a window: {msg}; {HEADLESS_HINT}") from exc
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         if self._closed:

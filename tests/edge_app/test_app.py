@@ -23,7 +23,7 @@ from edge_app.errors import OutputError
 from edge_app.model import Classifier, resolve_model
 from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult
-from edge_app.outputs.display import KEY_SPACE, KeyControls
+from edge_app.outputs.display import KEY_SPACE, KeyControlled, KeyControls
 from edge_app.outputs.draw import draw_overlay
 from edge_app.web import WebServer
 from tests.edge_app.helpers import decoded_frames, read_jsonl, wait_until
@@ -278,7 +278,7 @@ def test_a_live_stream_that_dies_and_returns_keeps_the_watchdog_fed(notify_socke
 # ------------------------------------------------------------------------------------------ display keys, web
 
 
-class ScriptedWindow:
+class ScriptedWindow(KeyControlled):
     """Stands in for the OpenCV window (this OpenCV build has no GUI): the real ``KeyControls``, with key
     presses scripted by frame count, and space pressed again after a few idle polls while paused."""
 
@@ -290,22 +290,6 @@ class ScriptedWindow:
         self.polls_while_paused = 0
         self.frames_at_pause: int | None = None
         self.closed = False
-
-    @property
-    def paused(self) -> bool:
-        return self.controls.paused
-
-    @paused.setter
-    def paused(self, value: bool) -> None:
-        self.controls.paused = value
-
-    @property
-    def quit_requested(self) -> bool:
-        return self.controls.quit_requested
-
-    @quit_requested.setter
-    def quit_requested(self, value: bool) -> None:
-        self.controls.quit_requested = value
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         self.seen.append(result.index)
