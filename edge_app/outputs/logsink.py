@@ -16,7 +16,6 @@ import io
 import json
 import logging
 import os
-import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +24,7 @@ import numpy as np
 
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
+from edge_app.outputs.retry import RetryingOutput, reason
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,7 @@ DEFAULT_BACKUPS = 5
 DEFAULT_RETRY_S = 5.0
 
 
-def _reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
-class RotatingLineLog(ABC):
+class RotatingLineLog(RetryingOutput, ABC):
     """Append-only lines with rotation to ``path.1`` .. ``path.N``; subclasses turn a result into a line."""
 
     header: bytes = b""  # written first in every new file (CSV column names)
@@ -57,23 +53,20 @@ class RotatingLineLog(ABC):
         if backups < 0:
             raise ConfigError(f"log backups must be 0 or more, got {backups}; it is how many rotated files (log.1 .. log.N) to keep")
         self.path = Path(path)
+        super().__init__(f"log {self.path}", "record", retry_s, log)
         self.max_bytes = max_bytes
         self.backups = backups
         self.changes_only = changes_only
         self.fsync = fsync
-        self.retry_s = retry_s
         self.written = 0  # records written
-        self.dropped = 0  # records lost to write errors
         self.rotations = 0
-        self.last_error: str | None = None
         self._fd: int | None = None
         self._size = 0
-        self._retry_at = 0.0
         self._closed = False
         try:
             self._open()
         except OSError as exc:
-            raise OutputError(f"cannot open log file {self.path}: {_reason(exc)}; choose a writable location or fix the folder's permissions") from exc
+            raise OutputError(f"cannot open log file {self.path}: {reason(exc)}; choose a writable location or fix the folder's permissions") from exc
 
     # ------------------------------------------------------------------ encoding
 
@@ -157,8 +150,7 @@ class RotatingLineLog(ABC):
             return
         line = self.encode(result)
         if self._fd is None:
-            if time.monotonic() < self._retry_at:
-                self.dropped += 1
+            if self._backing_off():
                 return
             try:
                 self._open()
@@ -172,25 +164,17 @@ class RotatingLineLog(ABC):
         except OSError as exc:
             self._failed(exc)
             return
-        if self.last_error is not None:
-            log.warning("log %s is writable again; %d record(s) were dropped meanwhile", self.path, self.dropped)
-            self.last_error = None
+        self._succeeded()
         self.written += 1
 
     def _failed(self, exc: OSError) -> None:
-        self.dropped += 1
-        reason = _reason(exc)
-        if self.last_error is None:
-            log.error("cannot write log %s: %s; dropping records and retrying every %.0f s", self.path, reason, self.retry_s)
-        self.last_error = reason
+        super()._failed(exc)
         self._close_fd()
-        self._retry_at = time.monotonic() + self.retry_s
 
     def close(self) -> None:
         self._closed = True
         self._close_fd()
-        if self.dropped:
-            log.warning("log %s: %d record(s) dropped by write errors", self.path, self.dropped)
+        self._report_dropped()
 
 
 class JsonlLogSink(RotatingLineLog):

@@ -26,6 +26,7 @@ import numpy as np
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.outputs.draw import draw_overlay
+from edge_app.outputs.retry import RetryingOutput
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def _safe(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._")[:40] or "none"
 
 
-class SnapshotSink:
+class SnapshotSink(RetryingOutput):
     """Saves JPEGs of label changes and confident frames into a bounded folder (see the module doc)."""
 
     def __init__(
@@ -59,18 +60,15 @@ class SnapshotSink:
         if not 1 <= jpeg_quality <= 100:
             raise ConfigError(f"JPEG quality must be 1..100, got {jpeg_quality}")
         self.folder = Path(folder)
+        super().__init__(f"snapshot folder {self.folder}", "snapshot", retry_s, log)
         self.max_files = max_files
         self.on_change = on_change
         self.min_score = min_score
         self.annotate = annotate
         self.jpeg_quality = jpeg_quality
         self.min_interval_s = min_interval_s
-        self.retry_s = retry_s
         self.saved = 0
-        self.dropped = 0
         self.deleted = 0
-        self.last_error: str | None = None
-        self._retry_at = 0.0
         self._last_score_save = float("-inf")
         self._closed = False
         try:
@@ -97,8 +95,7 @@ class SnapshotSink:
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         if self._closed or not self.wants(result):
             return
-        if self.last_error is not None and time.monotonic() < self._retry_at:
-            self.dropped += 1
+        if self._backing_off():
             return
         if not (self.on_change and result.changed):
             self._last_score_save = time.monotonic()
@@ -120,20 +117,10 @@ class SnapshotSink:
                 tmp.unlink(missing_ok=True)
             self._failed(exc)
             return
-        if self.last_error is not None:
-            log.warning("snapshot folder %s is writable again; %d snapshot(s) were dropped meanwhile", self.folder, self.dropped)
-            self.last_error = None
+        self._succeeded()
         self.saved += 1
         self._files.append(path)
         self._prune()
-
-    def _failed(self, exc: OSError) -> None:
-        self.dropped += 1
-        reason = exc.strerror or str(exc)
-        if self.last_error is None:
-            log.error("cannot save snapshot in %s: %s; dropping snapshots and retrying every %.0f s", self.folder, reason, self.retry_s)
-        self.last_error = reason
-        self._retry_at = time.monotonic() + self.retry_s
 
     def _prune(self) -> None:
         while len(self._files) > self.max_files:
@@ -151,5 +138,4 @@ class SnapshotSink:
 
     def close(self) -> None:
         self._closed = True
-        if self.dropped:
-            log.warning("snapshots: %d dropped by write errors", self.dropped)
+        self._report_dropped()
