@@ -17,10 +17,10 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from edge_app.delegates import DELEGATES, parse_device
 from edge_app.errors import ConfigError
+from edge_app.mqtt import BrokerURL
 from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
 
@@ -31,7 +31,6 @@ else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
 
 LOG_FORMATS = ("jsonl", "csv")
 SOURCE_KEYS = ("camera", "source", "picamera")
-MQTT_SCHEMES = ("mqtt", "mqtts", "tcp", "ssl", "ws", "wss")
 
 
 def _meta(help: str, **rules: Any) -> dict[str, Any]:
@@ -56,15 +55,7 @@ def _check_http(value: str) -> None:
 
 
 def _check_mqtt(value: str) -> None:
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"expected a broker URL such as mqtt://host:1883, got {value!r} ({exc})") from None
-    if parts.scheme not in MQTT_SCHEMES or not parts.hostname:
-        raise ValueError(f"expected a broker URL such as mqtt://host:1883 or mqtts://user:pass@host:8883, got {value!r}")
-    if port == 0:
-        raise ValueError(f"the broker port must be 1-65535, got {value!r}")
+    BrokerURL.parse(value)
 
 
 def _check_device(value: str) -> None:

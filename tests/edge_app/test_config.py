@@ -79,7 +79,7 @@ def test_flags_override_only_what_they_set(tmp_path: Path) -> None:
         ("device = 'usb0'\n", r"device is invalid: Edge TPU device must be usb, usb:N, pci, pci:N or :N"),
         ("http = 'localhost'\n", r"http is invalid: expected HOST:PORT"),
         ("http = '0.0.0.0:70000'\n", r"http is invalid"),
-        ("mqtt = 'broker:1883'\n", r"mqtt is invalid: expected a broker URL such as mqtt://host:1883"),
+        ("mqtt = 'broker:1883'\n", r"mqtt is invalid: bad MQTT broker URL 'broker:1883': unknown scheme 'broker'; expected e.g. mqtt://host:1883"),
         ("log_format = 'xml'\n", r"log_format must be one of jsonl, csv, got 'xml'"),
         ("log_max_bytes = 10\n", r"log_max_bytes must be >= 1024, got 10"),
         ("log = ''\n", r"log is empty: set a value or leave the key out"),
