@@ -8,7 +8,9 @@ frames flow, else 503) and ``/metrics`` (Prometheus text). ``/status`` and ``/he
 and never waits for a client. One encoder thread draws and JPEG-encodes the newest frame at most
 ``max_fps`` times a second, and only while someone watches; every viewer's thread sends that same
 shared JPEG, skipping frames it was too slow for. Client sockets have a timeout, so a viewer that
-stops reading is dropped without affecting anyone else. With ``token`` set, every route except
+stops reading is dropped without affecting anyone else. ``close()`` first encodes the newest frame
+if no viewer has it yet and lets every viewer send it, then ends the streams: a short run still
+reaches the viewers that watched it. With ``token`` set, every route except
 ``/healthz`` needs ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (for browsers).
 """
 
@@ -193,8 +195,10 @@ class WebServer:
         self._jpeg_seq = 0
         self._jpeg_frame_seq = 0  # which frame the current JPEG shows
         self._viewers = 0
-        self._stopping = threading.Event()
+        self._closing = threading.Event()  # close() began: the encoder does its last frame and ends
+        self._stopping = threading.Event()  # the encoder is done: viewers send what they have not sent yet and end
         self._server: ThreadingHTTPServer | None = None
+        self._encoder: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self.metrics = _Metrics(self._safe_status, lambda: self._viewers) if HAVE_PROMETHEUS else None
 
@@ -225,13 +229,18 @@ class WebServer:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        self._encoder = self._threads[-1]
         log.info("web view on %s%s", self.url, " (token required)" if self.token else "")
         return self
 
     def close(self) -> None:
-        self._stopping.set()
+        """Stop: the newest frame is encoded and sent to the viewers still watching, then their streams end."""
+        self._closing.set()
         with self._frame_cond:
             self._frame_cond.notify_all()
+        if self._encoder is not None:
+            self._encoder.join(timeout=5)
+        self._stopping.set()
         with self._jpeg_cond:
             self._jpeg_cond.notify_all()
         if self._server is not None:
@@ -265,19 +274,23 @@ class WebServer:
     # ------------------------------------------------------------------ encoding
 
     def _encode_loop(self) -> None:
+        """Encode the newest frame while someone watches, at most ``max_fps`` times a second; on close, once more without waiting."""
         interval = 1.0 / self.max_fps
         done_seq = 0
         last = 0.0
-        while not self._stopping.is_set():
+        while True:
             with self._frame_cond:
-                while not self._stopping.is_set() and (self._viewers == 0 or self._frame_seq == done_seq):
+                while not self._closing.is_set() and (self._viewers == 0 or self._frame_seq == done_seq):
                     self._frame_cond.wait(0.5)
-                if self._stopping.is_set():
-                    return
+                if self._viewers == 0 or self._frame_seq == done_seq:
+                    return  # closing, with no viewer or no frame left to encode
+            closing = self._closing.is_set()
             wait = last + interval - time.monotonic()
-            if wait > 0 and self._stopping.wait(wait):
-                return
+            if wait > 0 and not closing:
+                closing = self._closing.wait(wait)  # close() cuts the wait short: the newest frame goes out now
             with self._frame_cond:
+                if self._viewers == 0:
+                    continue  # the viewers left while we waited
                 frame, result, done_seq = self._frame, self._result, self._frame_seq
             if frame is None or result is None:
                 continue
@@ -289,6 +302,8 @@ class WebServer:
                     self._jpeg_seq += 1
                     self._jpeg_frame_seq = done_seq
                     self._jpeg_cond.notify_all()
+            if closing:
+                return
 
     def _encode(self, frame: np.ndarray, result: FrameResult) -> bytes | None:
         try:
@@ -475,10 +490,10 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
             web._add_viewer(1)
             try:
                 seq = web.first_seq()
-                while not web.stopping:
-                    jpeg, seq = web.next_jpeg(seq, timeout=1.0)
+                while True:
+                    jpeg, seq = web.next_jpeg(seq, timeout=1.0)  # on close: the last JPEG if this viewer lacks it, else None
                     if jpeg is None:
-                        if self._client_gone():
+                        if web.stopping or self._client_gone():
                             return
                         continue
                     head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()

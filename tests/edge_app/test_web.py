@@ -296,6 +296,42 @@ def test_close_ends_streams_and_frees_the_port(frames) -> None:
         again.bind(("127.0.0.1", web.port))
 
 
+def short_run(frames: list[tuple[np.ndarray, FrameResult]], held_back: bool) -> tuple[list[int], int]:
+    """One viewer; frame 1 written right before close() (after frame 0 was sent, with ``held_back``): what it saw, JPEGs made."""
+    web = WebServer(port=0, max_fps=2).start()
+    resp = request(web.url + "stream.mjpg")
+    jpegs: list[bytes] = []
+
+    def read() -> None:
+        for jpeg in mjpeg_parts(resp):
+            jpegs.append(jpeg)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert wait_until(lambda: web.viewers == 1, 5)
+        if held_back:
+            web.write(*frames[0])
+            assert wait_until(lambda: len(jpegs) == 1, 5)  # sent: the next frame waits 0.5 s for max_fps
+        web.write(*frames[1])
+        t = time.monotonic()
+        web.close()
+        assert time.monotonic() - t < 2
+        reader.join(5)
+        assert not reader.is_alive(), "the stream did not end after close()"
+    finally:
+        web.close()
+        resp.close()
+    return [identify(j, frames) for j in jpegs], web.encoded
+
+
+def test_close_first_sends_the_newest_frame_to_the_viewers(frames) -> None:
+    """A run that ends right after its last write (a short video): the viewers still get that frame, whether the
+    encoder had not woken up yet or was holding it back for ``max_fps``; then their streams end."""
+    assert short_run(frames, held_back=False) == ([1], 1)
+    assert short_run(frames, held_back=True) == ([0, 1], 2)
+
+
 def test_status_errors_do_not_break_the_page(frames) -> None:
     def broken() -> dict[str, Any]:
         raise RuntimeError("app not ready")
