@@ -207,8 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(args: argparse.Namespace) -> int:
     runner = open_runner(args.model, args.threads)
-    data = load_eval_data(args.data, args.split, parse_size(args.image_size), args.val_fraction, args.seed)
     want = (runner.input_shape[0], runner.input_shape[1])
+    size = parse_size(args.image_size)
+    try:
+        data = load_eval_data(args.data, args.split, size, args.val_fraction, args.seed)
+    except DataError as exc:
+        if size is not None or "different sizes" not in str(exc):
+            raise
+        log.info("images of several sizes: fitting them to the model's %dx%d as they load", *want)
+        data = load_eval_data(args.data, args.split, want, args.val_fraction, args.seed)
     if data.image_shape[:2] != want:
         log.info("resizing %s images to the model's %dx%d", "x".join(map(str, data.image_shape[:2])), *want)
         data = Dataset(resize_batch(data.x, want), data.y, data.classes, data.name)
