@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import sys
+import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -23,11 +23,6 @@ from edge_app.errors import ConfigError
 from edge_app.mqtt import BrokerURL
 from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 reads TOML with the tomli backport
-    import tomli as tomllib
 
 LOG_FORMATS = ("jsonl", "csv")
 SOURCE_KEYS = ("camera", "source", "picamera")

@@ -8,7 +8,7 @@ Sinks (one small class each): ``DisplaySink`` (``outputs.display``), ``JsonlLogS
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,7 +20,7 @@ __all__ = ["FrameResult", "Sink", "iso_utc"]
 
 def iso_utc(epoch: float) -> str:
     """``2026-11-24T04:00:00.123Z`` for a ``time.time()`` value."""
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass

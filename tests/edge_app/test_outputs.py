@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,7 @@ def test_json_record_of_a_real_result(cifar10_val: Dataset, default_model: Path)
     rec = result.to_json_dict()
     assert set(rec) == {"time", "epoch", "frame", "top", "latency_ms", "fps", "changed"}
     assert json.loads(json.dumps(rec)) == rec  # plain JSON types only (no NumPy scalars)
-    assert rec["time"].endswith("Z") and datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).tzinfo == timezone.utc
+    assert rec["time"].endswith("Z") and datetime.fromisoformat(rec["time"].replace("Z", "+00:00")).tzinfo == UTC
     assert rec["top"] == [{"id": c.id, "label": c.label, "score": round(c.score, 4)} for c in result.top]
     assert rec["latency_ms"] == {k: round(v, 2) for k, v in result.latency_ms.items()}
     assert result.label == result.top[0].label and result.score == result.top[0].score

@@ -15,12 +15,12 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomllib
 
 from converter.data import Dataset
 
