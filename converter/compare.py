@@ -152,7 +152,8 @@ def cnn_results(cnn: CnnModel, arch: str, splits: Splits, work: Path, *, int8: b
     """Score the float model (Keras) and, with ``int8``, its full-integer TFLite conversion."""
     import keras  # noqa: PLC0415
 
-    from converter.convert import keras_predict, quantize_model, tflite_predict  # noqa: PLC0415
+    from converter.evaluate import keras_predict, tflite_predict  # noqa: PLC0415
+    from converter.quantize import quantize_model  # noqa: PLC0415
 
     try:
         model = keras.models.load_model(cnn.path, compile=False)

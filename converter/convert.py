@@ -30,8 +30,9 @@ import numpy as np
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, parse_size, stratified_sample, train_val
 from converter.errors import DataError, ModelError, QuantizationError
+from converter.evaluate import keras_predict, tflite_predict
 from converter.quantize import quantize_model
-from edge_app.model import MANIFEST_FORMAT, make_interpreter, output_scores, set_input
+from edge_app.model import MANIFEST_FORMAT, make_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -45,24 +46,6 @@ EDGETPU_OPS = frozenset({
     "STRIDED_SLICE", "SUB", "SUM", "TANH", "TRANSPOSE", "TRANSPOSE_CONV",
 })
 INT_TYPES = ("int8", "uint8", "int32")
-
-
-# --------------------------------------------------------------------------- inference helpers
-
-
-def tflite_predict(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
-    """Scores ``(N, classes)`` of a .tflite model on uint8 images, through the device app's code."""
-    interp = make_interpreter(path, num_threads=threads)
-    out = []
-    for img in x:
-        set_input(interp, img)
-        interp.invoke()
-        out.append(output_scores(interp))
-    return np.stack(out) if out else np.zeros((0, 0), np.float32)
-
-
-def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
 
 
 # --------------------------------------------------------------------------- Edge TPU
@@ -308,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli("convert-model", _main, args)
 
 
-__all__ = ["EDGETPU_OPS", "ConvertResult", "convert_model", "edgetpu_report", "keras_predict", "quantize_model", "tflite_predict"]
+__all__ = ["EDGETPU_OPS", "ConvertResult", "convert_model", "edgetpu_report", "quantize_model"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
-from converter.errors import DataError
+from converter.errors import DataError, MixedSizesError
 from edge_app.preprocess import fit_to_size
 
 log = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ def load_folder(
         raise DataError(f"{path} ({split}) has only one class ({classes[0]}); a classifier needs at least two")
     shapes = {img.shape for imgs in by_class.values() for img in imgs}
     if len(shapes) > 1:
-        raise DataError(f"images in {path} have {len(shapes)} different sizes; pass --image-size (e.g. 96) to resize them")
+        raise MixedSizesError(f"images in {path} have {len(shapes)} different sizes; pass --image-size (e.g. 96) to resize them")
     x = np.stack([img for c in classes for img in by_class[c]])
     y = np.concatenate([np.full(len(by_class[c]), i, dtype=np.int64) for i, c in enumerate(classes)])
     if skipped:

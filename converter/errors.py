@@ -9,6 +9,10 @@ class DataError(ConverterError):
     """A dataset is missing, empty, unreadable or inconsistent."""
 
 
+class MixedSizesError(DataError):
+    """A class-per-folder dataset holds images of several sizes and no target size was given."""
+
+
 class ModelError(ConverterError):
     """A model file is missing, unreadable or incompatible."""
 

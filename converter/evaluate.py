@@ -21,9 +21,10 @@ import numpy as np
 
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, resize_batch, stratified_sample, train_val
-from converter.errors import DataError, ModelError
+from converter.errors import DataError, MixedSizesError, ModelError
+from converter.failures import FailureAnalysis, analyse, plot_confusion
 from edge_app.errors import ModelError as DeviceModelError
-from edge_app.model import load_labels, make_interpreter, output_scores, resolve_model, set_input
+from edge_app.model import Classifier, load_labels, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,16 @@ class Evaluation:
     split: str
     classes: list[str]
     accuracy: float
-    confusion: np.ndarray  # rows: true class, columns: predicted class
+    analysis: FailureAnalysis  # confusion matrix (rows: true class, columns: predicted class) and mistakes
     precision: list[float]
     recall: list[float]
     latency_ms: dict[str, float]
     predictions: np.ndarray
     scores: np.ndarray
+
+    @property
+    def confusion(self) -> np.ndarray:
+        return self.analysis.confusion
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,23 +65,35 @@ class Evaluation:
         }
 
 
+def keras_predict(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Scores ``(N, classes)`` of a Keras model on uint8 images (batched)."""
+    return np.asarray(model.predict(x.astype(np.float32), batch_size=batch_size, verbose=0))
+
+
 class TFLiteRunner:
-    """A ``.tflite`` model (or bundle folder) through the device app's interpreter helpers."""
+    """A ``.tflite`` model (or bundle folder) through the device app's ``Classifier``."""
 
     def __init__(self, path: Path, threads: int | None = 1) -> None:
         try:
             files = resolve_model(path)
-            self.interp = make_interpreter(files.model, num_threads=threads)
-            self.labels = load_labels(files.labels) if files.labels else None
+            self.classifier = Classifier(files, num_threads=threads)
         except DeviceModelError as exc:
             raise ModelError(str(exc)) from exc
+        self.labels = self.classifier.labels if files.labels else None
         self.name = str(files.model)
-        self.input_shape = tuple(int(d) for d in self.interp.get_input_details()[0]["shape"][1:])
+        self.input_shape = (*self.classifier.size, self.classifier.channels)
 
     def predict_one(self, image: np.ndarray) -> np.ndarray:
-        set_input(self.interp, image)
-        self.interp.invoke()
-        return output_scores(self.interp)
+        return self.classifier.invoke(image)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """One image at a time, as on the device."""
+        return np.stack([self.classifier.invoke(img) for img in x])
+
+
+def tflite_predict(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+    """Scores ``(N, classes)`` of a .tflite model on uint8 images, through the device app's code."""
+    return TFLiteRunner(path, threads).predict(x)
 
 
 class KerasRunner:
@@ -97,8 +114,8 @@ class KerasRunner:
     def predict_one(self, image: np.ndarray) -> np.ndarray:
         return np.asarray(self.model(image[None].astype(np.float32), training=False))[0]
 
-    def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model.predict(x.astype(np.float32), batch_size=256, verbose=0))
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return keras_predict(self.model, x)
 
 
 def open_runner(path: Path, threads: int | None = 1) -> TFLiteRunner | KerasRunner:
@@ -107,12 +124,6 @@ def open_runner(path: Path, threads: int | None = 1) -> TFLiteRunner | KerasRunn
     if path.suffix == ".tflite" or path.is_dir():
         return TFLiteRunner(path, threads)
     raise ModelError(f"{path}: expected a .keras model, a .tflite model or a model folder")
-
-
-def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
-    cm = np.zeros((n, n), np.int64)
-    np.add.at(cm, (y, pred), 1)
-    return cm
 
 
 def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "validation", latency_runs: int = 200) -> Evaluation:
@@ -124,10 +135,10 @@ def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "va
         raise DataError(
             f"the model takes {'x'.join(map(str, runner.input_shape))} images but the data is {'x'.join(map(str, data.image_shape))}; {fix}"
         )
-    scores = runner.predict_batch(data.x) if isinstance(runner, KerasRunner) else np.stack([runner.predict_one(img) for img in data.x])
+    scores = runner.predict(data.x)
     pred = np.argmax(scores, 1)
-    n = len(data.classes)
-    cm = confusion_matrix(data.y, pred, n)
+    fa = analyse(data.y, scores, data.classes, image_shape=data.image_shape, method_name=runner.name)
+    cm = fa.confusion
     tp = np.diag(cm).astype(np.float64)
     precision = (tp / np.maximum(cm.sum(0), 1)).tolist()
     recall = (tp / np.maximum(cm.sum(1), 1)).tolist()
@@ -141,15 +152,12 @@ def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "va
         times.append((time.perf_counter() - t) * 1000)
     latency = {"mean": round(float(np.mean(times)), 4), "p50": round(float(np.percentile(times, 50)), 4),
                "p95": round(float(np.percentile(times, 95)), 4), "runs": len(times)}
-    return Evaluation(runner.name, data.name, split, list(data.classes), float(np.mean(pred == data.y)), cm,
+    return Evaluation(runner.name, data.name, split, list(data.classes), float(np.mean(pred == data.y)), fa,
                       precision, recall, latency, pred, scores)
 
 
 def confusion_text(ev: Evaluation) -> str:
-    width = max(6, *(len(c) for c in ev.classes))
-    head = " " * width + " " + " ".join(f"{c[:6]:>6}" for c in ev.classes)
-    rows = [f"{c:>{width}} " + " ".join(f"{v:>6d}" for v in row) for c, row in zip(ev.classes, ev.confusion, strict=True)]
-    return "true \\ predicted\n" + head + "\n" + "\n".join(rows) + "\n"
+    return "true \\ predicted\n" + ev.analysis.confusion_text() + "\n"
 
 
 def report_text(ev: Evaluation) -> str:
@@ -160,27 +168,6 @@ def report_text(ev: Evaluation) -> str:
     for i, c in enumerate(ev.classes):
         lines.append(f"{c:>12} {ev.precision[i]:9.4f} {ev.recall[i]:7.4f} {int(ev.confusion[i].sum()):7d}")
     return "\n".join(lines) + "\n\n" + confusion_text(ev)
-
-
-def plot_confusion(ev: Evaluation, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    n = len(ev.classes)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
-    norm = ev.confusion / np.maximum(ev.confusion.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(n):
-        for j in range(n):
-            ax.text(j, i, str(ev.confusion[i, j]), ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(n), ev.classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), ev.classes)
-    ax.set(xlabel="predicted", ylabel="true", title=f"accuracy {ev.accuracy:.4f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def load_eval_data(data: str, split: str, image_size: tuple[int, int] | None, val_fraction: float, seed: int) -> Dataset:
@@ -211,8 +198,8 @@ def _main(args: argparse.Namespace) -> int:
     size = parse_size(args.image_size)
     try:
         data = load_eval_data(args.data, args.split, size, args.val_fraction, args.seed)
-    except DataError as exc:
-        if size is not None or "different sizes" not in str(exc):
+    except MixedSizesError:
+        if size is not None:
             raise
         log.info("images of several sizes: fitting them to the model's %dx%d as they load", *want)
         data = load_eval_data(args.data, args.split, want, args.val_fraction, args.seed)
@@ -226,7 +213,7 @@ def _main(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=1) + "\n")
         (args.out / "confusion.txt").write_text(report_text(ev))
-        plot_confusion(ev, args.out / "confusion.png")
+        plot_confusion(ev.analysis, args.out / "confusion.png")
         log.info("wrote %s", args.out)
     print(json.dumps(ev.to_json(), indent=1) if args.json else report_text(ev), end="" if not args.json else "\n")
     return 0

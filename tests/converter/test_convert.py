@@ -11,9 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from converter.convert import convert_model, edgetpu_report, tflite_predict
+from converter.convert import convert_model, edgetpu_report
 from converter.data import Dataset
 from converter.errors import DataError, QuantizationError
+from converter.evaluate import tflite_predict
 from edge_app.model import Classifier, resolve_model
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.convert import tflite_predict
 from converter.data import Dataset
-from converter.evaluate import KerasRunner, TFLiteRunner, confusion_text, evaluate
+from converter.evaluate import KerasRunner, TFLiteRunner, confusion_text, evaluate, tflite_predict
 
 
 def test_tflite_evaluation_matches_direct_inference(default_model: Path, cifar10_val: Dataset) -> None:

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.convert import tflite_predict
 from converter.data import Dataset, stratified_sample
+from converter.evaluate import tflite_predict
 from converter.failures import CONFIDENT, FailureAnalysis, analyse, plot_confusion, plot_mistakes
 
 

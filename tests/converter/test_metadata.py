@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.convert import add_metadata, tflite_predict
+from converter.convert import add_metadata
 from converter.data import Dataset, stratified_sample
 from converter.errors import ModelError
+from converter.evaluate import tflite_predict
 from converter.metadata import LABELS_FILE, METADATA_NAME, ClassifierMetadata, build_metadata, write_classifier_metadata
 from edge_app.model import load_labels, make_interpreter
 
