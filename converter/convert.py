@@ -10,7 +10,6 @@ images and refused when it loses more than ``--max-drop`` points (unless ``--all
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import platform
@@ -21,7 +20,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +30,7 @@ from converter.data import Dataset, parse_size, stratified_sample, train_val
 from converter.errors import DataError, ModelError, QuantizationError
 from converter.evaluate import keras_predict, tflite_predict
 from converter.quantize import quantize_model
+from converter.report import library_versions
 from edge_app.model import MANIFEST_FORMAT, make_interpreter
 
 log = logging.getLogger(__name__)
@@ -134,14 +133,6 @@ def add_metadata(model: Path, labels: list[str]) -> bool:
 class ConvertResult:
     out: Path
     manifest: dict[str, Any]
-
-
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "edge-recognition"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            out[pkg] = metadata.version(pkg)
-    return out
 
 
 def convert_model(
@@ -247,7 +238,7 @@ def convert_model(
         "convert_seconds": round(convert_s, 1),
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": f"{platform.machine()} {platform.system()}",
-        "tools": _versions(),
+        "tools": library_versions(("tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert", "edge-recognition")),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     log.info("wrote %s (%d bytes, int8 accuracy %.4f)", out / "model.tflite", manifest["size_bytes"], acc_q)

@@ -79,11 +79,15 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def library_versions() -> dict[str, str]:
+COMPARED_LIBRARIES = ("numpy", "scikit-learn", "scikit-image", "tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert")
+
+
+def library_versions(dists: Sequence[str] = COMPARED_LIBRARIES) -> dict[str, str]:
+    """Installed versions of ``dists`` (those not installed are left out)."""
     from importlib import metadata  # noqa: PLC0415
 
     out = {}
-    for dist in ("numpy", "scikit-learn", "scikit-image", "tensorflow", "tensorflow-cpu", "keras", "ai-edge-litert"):
+    for dist in dists:
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
