@@ -198,7 +198,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
 
     best_path = out / "best.keras"
     callbacks: list[Any] = []
-    if use_ema(cfg, math.ceil(len(train) / batch)):
+    if model.optimizer.use_ema:
         # evaluate and checkpoint the averaged weights (must run before the checkpoints)
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     callbacks += [
