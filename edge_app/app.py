@@ -5,8 +5,9 @@ and classifies frames until the source ends (files, folders), a limit is reached
 quit, or SIGTERM/SIGINT arrives; then it releases the camera, closes the outputs and returns 0.
 
 Per frame it records how long each stage took (``latency_ms``): ``capture`` (waiting for the
-frame), ``preprocess``, ``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot,
-web and MQTT outputs) and ``total`` (the loop's whole time for the frame). Logs are written last,
+frame), ``preprocess`` (done on the capture thread, overlapping the previous frame's inference),
+``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot, web and MQTT outputs)
+and ``total`` (all of these for the frame: the loop's time plus the capture thread's preprocessing). Logs are written last,
 so they hold the final numbers; the display shows the previous frame's draw time.
 """
 
@@ -254,7 +255,8 @@ class App:
                 return 0
             self._open_outputs()
             spec = self.config.source_spec()
-            self.grabber = FrameGrabber(spec)
+            assert self.classifier is not None
+            self.grabber = FrameGrabber(spec, prepare=self.classifier.prepare)  # preprocessing overlaps inference
             self.grabber.start()
             self.state = "running"
             self.state_reached_running = True
@@ -324,8 +326,12 @@ class App:
         if reconnects != self._reconnects_seen:  # a new capture: old scores say nothing about it
             self._reconnects_seen = reconnects
             self.smoother.reset()
-        image = classifier.prepare(frame.image)
+        image = frame.input
+        if image is None:  # the capture thread did not prepare it
+            image = classifier.prepare(frame.image)
         t2 = time.perf_counter()
+        prepare_ms = frame.prepare_ms if frame.input is not None else (t2 - t1) * 1e3
+        elsewhere_ms = frame.prepare_ms if frame.input is not None else 0.0  # work done for this frame on the capture thread
         scores = classifier.invoke(image)
         t3 = time.perf_counter()
         smoothed = self.smoother.update(scores)
@@ -336,17 +342,17 @@ class App:
         fps = (len(self._done) - 1) / (self._done[-1] - self._done[0]) if len(self._done) > 1 else 0.0
         latency = {
             "capture": (t1 - t0) * 1e3,
-            "preprocess": (t2 - t1) * 1e3,
+            "preprocess": prepare_ms,
             "invoke": (t3 - t2) * 1e3,
             "draw": self._last_draw_ms,  # provisional for the display; replaced below
-            "total": (t4 - t0) * 1e3 + self._last_draw_ms,
+            "total": (t4 - t0) * 1e3 + elsewhere_ms + self._last_draw_ms,
         }
         result = FrameResult(frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed)
         self._write(self.views, frame.image, result)
         t5 = time.perf_counter()
         self._last_draw_ms = (t5 - t4) * 1e3
         latency["draw"] = self._last_draw_ms
-        latency["total"] = (t5 - t0) * 1e3
+        latency["total"] = (t5 - t0) * 1e3 + elsewhere_ms
         self._write(self.records, frame.image, result)
         self._last_label = label
         self.last_result = result

@@ -159,9 +159,12 @@ def input_size(interp: Any) -> tuple[int, int, int]:
     return int(shape[1]), int(shape[2]), int(shape[3])
 
 
-def set_input(interp: Any, image: np.ndarray) -> None:
-    """Write a uint8 ``(H, W, C)`` image, quantising it when the input tensor is not uint8."""
-    d = input_details(interp)
+def set_input(interp: Any, image: np.ndarray, details: dict[str, Any] | None = None) -> None:
+    """Write a uint8 ``(H, W, C)`` image, quantising it when the input tensor is not uint8.
+
+    ``details``: the interpreter's input details, when the caller keeps them (saves a lookup per frame).
+    """
+    d = details if details is not None else input_details(interp)
     dtype = d["dtype"]
     if dtype == np.uint8:
         tensor = image
@@ -175,9 +178,9 @@ def set_input(interp: Any, image: np.ndarray) -> None:
     interp.set_tensor(d["index"], tensor[None].astype(dtype, copy=False))
 
 
-def output_scores(interp: Any) -> np.ndarray:
-    """The output tensor as float scores, dequantised here and nowhere else."""
-    d = interp.get_output_details()[0]
+def output_scores(interp: Any, details: dict[str, Any] | None = None) -> np.ndarray:
+    """The output tensor as float scores, dequantised here and nowhere else (``details``: as for ``set_input``)."""
+    d = details if details is not None else interp.get_output_details()[0]
     raw = interp.get_tensor(d["index"])[0]
     scale, zero = d.get("quantization", (0.0, 0))
     if np.issubdtype(raw.dtype, np.integer) and scale:
@@ -223,7 +226,9 @@ class Classifier:
         self.size = (h, w)
         self.channels = c
         self.color_order = self.manifest.color_order if self.manifest else "RGB"
-        n_out = int(self.interpreter.get_output_details()[0]["shape"][-1])
+        self._input = input_details(self.interpreter)
+        self._output: dict[str, Any] = self.interpreter.get_output_details()[0]
+        n_out = int(self._output["shape"][-1])
         if files.labels is not None:
             self.labels = load_labels(files.labels)
         elif self.manifest and self.manifest.classes:
@@ -232,17 +237,16 @@ class Classifier:
             self.labels = [str(i) for i in range(n_out)]
         if len(self.labels) != n_out:
             raise ModelError(
-                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; "
-                "use the labels.txt written with this model"
+                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; use the labels.txt written with this model"
             )
 
     def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
         return preprocess(frame_bgr, self.size, self.channels, self.color_order)
 
     def invoke(self, image: np.ndarray) -> np.ndarray:
-        set_input(self.interpreter, image)
+        set_input(self.interpreter, image, self._input)
         self.interpreter.invoke()
-        return output_scores(self.interpreter)
+        return output_scores(self.interpreter, self._output)
 
     def scores(self, frame_bgr: np.ndarray) -> np.ndarray:
         return self.invoke(self.prepare(frame_bgr))

@@ -24,6 +24,8 @@ class Frame(NamedTuple):
     image: np.ndarray  # BGR uint8 (H, W, 3)
     index: int  # type: ignore[assignment]  # 0-based frame number from the source (shadows tuple.index)
     timestamp: float  # time.monotonic() at capture
+    input: np.ndarray | None = None  # the model input, when the capture thread prepared it (``FrameGrabber(prepare=...)``)
+    prepare_ms: float = 0.0  # how long preparing ``input`` took on the capture thread
 
 
 class Source(Protocol):

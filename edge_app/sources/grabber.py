@@ -11,6 +11,11 @@ the consumer), unless ``realtime`` paces them at the native rate (then the newes
 end of the file ends the grabber cleanly (``get`` returns ``None`` and ``ended`` is true), or starts
 again from the beginning with ``loop``.
 
+With ``prepare`` (the classifier's preprocessing), the capture thread also turns each frame into
+the model input before handing it out, so resizing overlaps the previous frame's inference instead
+of adding to it; a frame whose preparation fails is handed out without an input and the consumer
+prepares it itself (and sees the error).
+
 Each capture attempt is a ``_Session``: a fresh source from the factory, opened and read in its own
 daemon thread. The supervisor thread watches the session and replaces it when needed.
 """
@@ -139,8 +144,11 @@ class FrameGrabber:
         factory: Callable[[], Source] | None = None,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         backoff_s: tuple[float, float] = DEFAULT_BACKOFF_S,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.spec = spec
+        self.prepare = prepare
+        self._prepare_failures = 0
         self._factory: Callable[[], Source] = factory or (lambda: make_source(spec))
         self.queue_size = queue_size
         self.backoff_s = backoff_s
@@ -324,11 +332,26 @@ class FrameGrabber:
             fps = REALTIME_FALLBACK_FPS
         return 1.0 / float(fps)
 
+    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
+        """``prepare(image)`` and its time in ms; (None, 0) without ``prepare`` or when it fails (logged once)."""
+        if self.prepare is None:
+            return None, 0.0
+        t = time.perf_counter()
+        try:
+            tensor = self.prepare(image)
+        except Exception as exc:
+            self._prepare_failures += 1
+            if self._prepare_failures == 1:
+                log.warning("%s: preparing a frame on the capture thread failed (%s); the frame loop will prepare such frames", self.name, exc)
+            return None, 0.0
+        return tensor, (time.perf_counter() - t) * 1e3
+
     def _deliver(self, session: _Session, image: np.ndarray, captured_at: float) -> bool:
+        tensor, prepare_ms = self._prepared(image)
         with self._lock:
             if session.abandoned or self._stop.is_set():
                 return False
-            frame = Frame(image, self._next_index, captured_at)
+            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms)
             self._next_index += 1
             self._stats.captured += 1
             self._stats.last_frame_time = captured_at

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 
 from converter.data import Dataset
 from edge_app.errors import ConfigError, ExitCode, SourceError
+from edge_app.preprocess import preprocess
 from edge_app.sources import (
     SOURCES,
     FolderSource,
@@ -160,6 +162,35 @@ def test_video_file_delivers_every_frame_in_order_despite_a_slow_consumer(tmp_pa
     assert (stats.captured, stats.delivered, stats.dropped, stats.reconnects) == (40, 40, 0, 0)
     assert grabber.get(timeout=5.0) is None  # at the end get() returns at once
     assert timed_stop(grabber) < 1.0
+
+
+def test_prepare_runs_on_the_capture_thread_and_each_frame_carries_its_model_input(tmp_path, write_video, fashion) -> None:
+    video = write_video(tmp_path / "clip.avi", fashion.x[:12])
+    threads: set[str] = set()
+
+    def prepare(image: np.ndarray) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return preprocess(image, (28, 28), channels=1)
+
+    with FrameGrabber(spec_from_args(source=str(video)), prepare=prepare) as grabber:
+        frames = drain(grabber)
+    assert len(frames) == 12 and threads and threading.current_thread().name not in threads
+    for f in frames:
+        assert f.input is not None and f.prepare_ms > 0
+        np.testing.assert_array_equal(f.input, preprocess(f.image, (28, 28), channels=1))  # the frame's own input, not a neighbour's
+    assert [identify(f.image, _grey(fashion.x[:12])) for f in frames] == list(range(12))
+
+
+def test_a_prepare_that_fails_leaves_the_frame_to_the_consumer_and_warns_once(tmp_path, write_video, fashion, caplog) -> None:
+    video = write_video(tmp_path / "clip.avi", fashion.x[:6])
+
+    def broken(image: np.ndarray) -> np.ndarray:
+        raise ValueError("bad frame geometry")
+
+    with caplog.at_level(logging.WARNING, logger="edge_app.sources"), FrameGrabber(spec_from_args(source=str(video)), prepare=broken) as grabber:
+        frames = drain(grabber)
+    assert len(frames) == 6 and all(f.input is None and f.prepare_ms == 0.0 for f in frames)  # nothing lost
+    assert sum("bad frame geometry" in r.getMessage() for r in caplog.records) == 1
 
 
 def test_video_file_loops(tmp_path, write_video, fashion) -> None:
