@@ -2,10 +2,11 @@
 
 Three measurements on the same video and model:
 
-* the pipeline: ``App`` headless (capture thread, preprocess, invoke, smoothing, overlay drawing),
-  per-stage latency (mean, p50, p95), FPS, start-up to first inference and peak RSS;
+* the pipeline: ``App`` headless (capture thread, which also preprocesses, then invoke, smoothing,
+  top-k), per-stage latency (mean, p50, p95), FPS, start-up to first inference and peak RSS;
 * the naive single-thread loop of the TensorFlow Lite Raspberry Pi example:
-  ``VideoCapture.read()`` -> preprocess -> invoke -> draw, one after the other;
+  ``VideoCapture.read()`` -> preprocess -> invoke, one after the other;
+* with ``--draw``, both loops also draw the overlay on every frame, as a display would;
 * bare ``invoke()`` on a fixed input, to show how much the pipeline adds around the model;
 * with ``--viewers N``: the headless pipeline with a ``WebServer`` sink, alternately with no viewer
   and with N MJPEG viewers reading ``/stream.mjpg`` (``--rounds`` pairs of runs, in A/B then B/A
@@ -98,13 +99,39 @@ class BenchReport:
     startup_s: float  # App() to the first classified frame: model load, source open, first frame
     peak_rss_mb: float | None
     labels_agree: float  # share of frames where the pipeline and the naive loop gave the same top-1
+    drawn: bool = False  # both loops drew the overlay (--draw); otherwise headless
     viewers: ViewerComparison | None = None  # with --viewers N
+    repeats: Repeats | None = None  # with --repeat N > 1: every run's headline figures and their medians
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         for loop in ("pipeline", "naive"):
             data[loop].pop("labels", None)
         return data
+
+
+@dataclass
+class Repeats:
+    """The headline figures of ``runs`` whole benchmarks in a row, and their medians (robust to a noisy machine)."""
+
+    runs: int
+    pipeline_fps: list[float]
+    naive_fps: list[float]
+    speedup: list[float]
+    bare_invoke_ms: list[float]
+    overhead_pct: list[float]
+    median: dict[str, float]
+
+    @classmethod
+    def of(cls, reports: Sequence[BenchReport]) -> Repeats:
+        figures = {
+            "pipeline_fps": [round(r.pipeline.fps, 1) for r in reports],
+            "naive_fps": [round(r.naive.fps, 1) for r in reports],
+            "speedup": [r.speedup for r in reports],
+            "bare_invoke_ms": [r.bare_invoke.mean for r in reports],
+            "overhead_pct": [r.overhead_pct for r in reports],
+        }
+        return cls(runs=len(reports), **figures, median={k: _median(v) for k, v in figures.items()})
 
 
 @dataclass
@@ -215,7 +242,7 @@ def _fps(done: list[float]) -> float:
     return (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else math.nan
 
 
-def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool = True) -> tuple[LoopResult, float, App]:
+def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool = False) -> tuple[LoopResult, float, App]:
     """The real ``App`` on ``config`` (headless, max_frames set); its per-stage timings and start-up time."""
     recorder = _Recorder(draw)
     started = time.monotonic()
@@ -227,8 +254,8 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     return LoopResult(len(recorder.results), _fps(recorder.done), stages, labels), startup, app
 
 
-def run_naive(video: Path, config: AppConfig, frames: int) -> LoopResult:
-    """The TensorFlow Lite Raspberry Pi example's loop: read, preprocess, invoke, draw, in sequence in one thread."""
+def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -> LoopResult:
+    """The TensorFlow Lite Raspberry Pi example's loop: read, preprocess, invoke (and draw), in sequence in one thread."""
     files = resolve_model(config.model, config.labels)
     classifier, _ = load_classifier(files, config.delegate, config.device, config.threads)
     cap = cv2.VideoCapture(str(video))
@@ -249,7 +276,8 @@ def run_naive(video: Path, config: AppConfig, frames: int) -> LoopResult:
             top = top_k(scores, classifier.labels, config.top_k, config.threshold)
             fps = _fps(done[-30:]) if len(done) > 1 else 0.0
             result = FrameResult(i, time.time(), top, {"invoke": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}, fps, False)
-            draw_overlay(frame, result)
+            if draw:
+                draw_overlay(frame, result)
             t4 = time.perf_counter()
             for stage, ms in zip(STAGES, ((t1 - t0), (t2 - t1), (t3 - t2), (t4 - t3), (t4 - t0)), strict=True):
                 times[stage].append(ms * 1e3)
@@ -400,10 +428,11 @@ def benchmark(
     threads: int | None = None,
     delegate: str = "cpu",
     device: str | None = None,
-    invoke_runs: int = 200,
+    invoke_runs: int = 1000,
     workdir: Path | None = None,
     viewers: int = 0,
     rounds: int = 3,
+    draw: bool = False,
 ) -> BenchReport:
     """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
@@ -427,9 +456,9 @@ def benchmark(
             max_frames=n,
             stats_interval=0.0,
         )
-        pipeline, startup, app = run_pipeline(config)
+        pipeline, startup, app = run_pipeline(config, draw=draw)
         rss = peak_rss_mb()
-        naive = run_naive(video, config, pipeline.frames)
+        naive = run_naive(video, config, pipeline.frames, draw=draw)
         compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier
     assert classifier is not None and app.files is not None and app.acceleration is not None
@@ -453,6 +482,7 @@ def benchmark(
         startup_s=round(startup, 3),
         peak_rss_mb=rss,
         labels_agree=round(agree, 4),
+        drawn=draw,
         viewers=compared,
     )
 
@@ -463,7 +493,7 @@ def benchmark(
 def format_table(r: BenchReport) -> str:
     h, w, c = r.input_size
     lines = [
-        f"edge-app bench: {r.source} ({r.frame_size[0]}x{r.frame_size[1]})",
+        f"edge-app bench: {r.source} ({r.frame_size[0]}x{r.frame_size[1]}), {'drawing the overlay on every frame' if r.drawn else 'headless'}",
         f"model {r.model} ({h}x{w}x{c}) on {r.delegate}, {r.runtime}, threads {r.threads or 'default'}",
         "",
         f"{'stage (ms)':<12}{'pipeline mean':>15}{'p50':>9}{'p95':>9}{'naive mean':>14}{'p50':>9}{'p95':>9}",
@@ -473,17 +503,33 @@ def format_table(r: BenchReport) -> str:
         lines.append(f"{stage:<12}{p.mean:>15.2f}{p.p50:>9.2f}{p.p95:>9.2f}{n.mean:>14.2f}{n.p50:>9.2f}{n.p95:>9.2f}")
     lines += [
         "",
-        f"pipeline    {r.pipeline.fps:8.1f} FPS over {r.pipeline.frames} frames (capture runs in its own thread: 'capture' is the wait for a frame)",
-        f"naive loop  {r.naive.fps:8.1f} FPS over {r.naive.frames} frames (read -> preprocess -> invoke -> draw in one thread)",
+        f"pipeline    {r.pipeline.fps:8.1f} FPS over {r.pipeline.frames} frames "
+        "(capture and preprocessing run in their own thread: 'capture' is the wait for a frame)",
+        f"naive loop  {r.naive.fps:8.1f} FPS over {r.naive.frames} frames (read -> preprocess -> invoke{' -> draw' if r.drawn else ''} in one thread)",
         f"speed-up    {r.speedup:8.2f}x   (same top-1 label on {r.labels_agree:.0%} of frames)",
         f"bare invoke {r.bare_invoke.mean:8.3f} ms mean, {r.bare_invoke.p50:.3f} p50, {r.bare_invoke.p95:.3f} p95",
         f"overhead    {r.overhead_pct:+8.0f} %  (pipeline time per frame over bare invoke)",
         f"start-up    {r.startup_s:8.2f} s   to the first inference (model load, source open, first frame)",
         f"peak RSS    {r.peak_rss_mb if r.peak_rss_mb is not None else float('nan'):8.1f} MB",
     ]
+    if r.repeats is not None:
+        lines += ["", *format_repeats(r.repeats)]
     if r.viewers is not None:
         lines += ["", *format_viewers(r.viewers)]
     return "\n".join(lines)
+
+
+def format_repeats(rep: Repeats) -> list[str]:
+    m = rep.median
+    head = f"{rep.runs} runs in a row (the table above is the last)"
+    lines = [f"{head:<40}{'pipeline FPS':>13}{'naive FPS':>11}{'speed-up':>10}{'bare invoke':>13}{'overhead':>10}"]
+    rows = zip(rep.pipeline_fps, rep.naive_fps, rep.speedup, rep.bare_invoke_ms, rep.overhead_pct, strict=True)
+    for i, (p, n, s, b, o) in enumerate(rows, 1):
+        lines.append(f"{'run ' + str(i):<40}{p:>13.1f}{n:>11.1f}{s:>9.2f}x{b:>10.3f} ms{o:>+9.1f}%")
+    lines.append(
+        f"{'median':<40}{m['pipeline_fps']:>13.1f}{m['naive_fps']:>11.1f}{m['speedup']:>9.2f}x{m['bare_invoke_ms']:>10.3f} ms{m['overhead_pct']:>+9.1f}%"
+    )
+    return lines
 
 
 def format_viewers(v: ViewerComparison) -> list[str]:
@@ -512,7 +558,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="interpreter CPU threads (default: the runtime's choice)")
     parser.add_argument("--delegate", choices=DELEGATES, default="cpu", help="cpu, edgetpu or auto (default: cpu)")
     parser.add_argument("--device", metavar="usb[:N]|pci[:N]", help="Edge TPU device")
-    parser.add_argument("--invoke-runs", type=int, default=200, metavar="N", help="bare invoke() repetitions (default: 200)")
+    parser.add_argument("--invoke-runs", type=int, default=1000, metavar="N", help="bare invoke() repetitions (default: 1000)")
     parser.add_argument(
         "--viewers",
         type=int,
@@ -521,6 +567,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also compare the pipeline with a web view and no viewer against N MJPEG viewers (separate processes; default: 0, off)",
     )
     parser.add_argument("--rounds", type=int, default=3, metavar="R", help="with --viewers: pairs of runs, alternating the order (default: 3)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run the whole benchmark N times and also report the medians (default: 1)")
+    parser.add_argument("--draw", action="store_true", help="draw the overlay on every frame in both loops, as a display would (default: headless)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
 
@@ -534,16 +582,25 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--viewers must be 0..{MAX_VIEWERS}, got {args.viewers}")
     if args.rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
-    report = benchmark(
-        args.source,
-        args.frames,
-        model=args.model,
-        threads=args.threads,
-        delegate=args.delegate,
-        device=args.device,
-        invoke_runs=args.invoke_runs,
-        viewers=args.viewers,
-        rounds=args.rounds,
-    )
+    if args.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
+    reports = [
+        benchmark(
+            args.source,
+            args.frames,
+            model=args.model,
+            threads=args.threads,
+            delegate=args.delegate,
+            device=args.device,
+            invoke_runs=args.invoke_runs,
+            viewers=args.viewers if i == args.repeat - 1 else 0,  # the viewer comparison repeats itself (--rounds)
+            rounds=args.rounds,
+            draw=args.draw,
+        )
+        for i in range(args.repeat)
+    ]
+    report = reports[-1]
+    if len(reports) > 1:
+        report.repeats = Repeats.of(reports)
     print(json.dumps(report.to_json(), indent=2) if args.json else format_table(report))
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,34 @@ def test_bench_cli_json_on_the_synthetic_video() -> None:
     assert set(data["pipeline"]["stages"]) == set(STAGES) and set(data["pipeline"]["stages"]["total"]) == {"mean", "p50", "p95"}
     assert all(math.isfinite(data[k]) for k in ("speedup", "overhead_pct", "startup_s", "peak_rss_mb"))
     assert "INFO edge_app" not in result.stderr  # the table/JSON is the output; logging is quiet
+
+
+def test_bench_headless_draws_nothing_and_draw_draws_in_both_loops(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40])
+    headless = benchmark(str(video), frames=40, invoke_runs=20)
+    drawn = benchmark(str(video), frames=40, invoke_runs=20, draw=True)
+    assert not headless.drawn and drawn.drawn
+    for loop in ("pipeline", "naive"):
+        # drawing the overlay on a 640x480 frame costs far more than the headless loop's bookkeeping
+        assert getattr(drawn, loop).stages["draw"].p50 > 2 * getattr(headless, loop).stages["draw"].p50, loop
+    # preprocessing runs on the capture thread: timed there, and part of each frame's total
+    stages = headless.pipeline.stages
+    assert stages["preprocess"].mean > 0 and stages["total"].mean >= stages["preprocess"].mean + stages["invoke"].mean
+    assert "headless" in format_table(headless) and "drawing the overlay" in format_table(drawn)
+
+
+def test_bench_cli_repeat_reports_every_run_and_the_medians() -> None:
+    result = edge_app("bench", "--frames", "30", "--invoke-runs", "20", "--repeat", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    rep = json.loads(result.stdout)["repeats"]
+    assert rep["runs"] == 3
+    for key in ("pipeline_fps", "naive_fps", "speedup", "bare_invoke_ms", "overhead_pct"):
+        assert len(rep[key]) == 3 and rep["median"][key] == pytest.approx(statistics.median(rep[key]), abs=1e-3), key
+    assert all(f > 0 for f in rep["pipeline_fps"])
+    table = edge_app("bench", "--frames", "30", "--invoke-runs", "20", "--repeat", "2")
+    assert table.returncode == 0 and "2 runs in a row" in table.stdout and "median" in table.stdout
+    bad = edge_app("bench", "--repeat", "0")
+    assert bad.returncode == ExitCode.CONFIG and bad.stderr.strip().splitlines()[-1] == "edge-app: error: --repeat must be at least 1, got 0"
 
 
 def test_bench_bad_source_is_one_line(tmp_path) -> None:
