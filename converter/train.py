@@ -3,11 +3,16 @@
 ``train-model --data cifar10 --arch edge --epochs 16 --out runs/edge`` writes ``model.keras``
 (the best epoch), ``labels.txt``, ``history.json``, ``learning_curves.png`` and
 ``train_report.json``.
+
+Long runs survive interruption: at the start of every epoch the model, with its optimizer state
+(step count, momentum, weight average), is saved to ``resume.keras``; ``train-model ... --resume``
+with the same ``--out`` and ``--epochs`` continues from there, on the same learning-rate schedule.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import math
@@ -44,6 +49,7 @@ class TrainConfig:
     widths: tuple[int, ...] = (64, 128, 128)
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
     init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
+    resume: bool = False  # continue the interrupted run in the output folder from its resume.keras
 
     def augments(self) -> bool:
         return self.arch == "edge" if self.augment is None else self.augment
@@ -152,6 +158,72 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
     return model
 
 
+RESUME_FILE = "resume.keras"
+
+
+class ResumePoint(keras.callbacks.Callback):
+    """Saves the model with its optimizer state at the start of each epoch (after any EMA swap-back), for ``--resume``.
+
+    ``resume.json`` beside it keeps the training seconds spent before that epoch.
+    """
+
+    def __init__(self, path: Path, seconds_before: float = 0.0) -> None:
+        super().__init__()
+        self.path = path
+        self.seconds_before = seconds_before
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        tmp = self.path.with_name(self.path.stem + ".tmp.keras")
+        self.model.save(tmp)
+        tmp.replace(self.path)  # a kill while saving never leaves a half-written resume point
+        self.path.with_suffix(".json").write_text(json.dumps({"epoch": epoch, "train_seconds": round(self.seconds(), 1)}))
+
+
+def _resume(cfg: TrainConfig, out: Path, steps_per_epoch: int) -> tuple[Any, int, dict[str, list[float]]]:
+    """The model saved at the start of the interrupted epoch, that epoch's number, and the history so far."""
+    path = out / RESUME_FILE
+    if not path.is_file():
+        raise DataError(f"--resume: {path} not found; resume needs the --out folder of a run this version started (or drop --resume)")
+    model = keras.models.load_model(path)
+    done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    initial_epoch = done_steps // steps_per_epoch
+    lr = model.optimizer.get_config().get("learning_rate")
+    total = lr.get("config", {}).get("total") if isinstance(lr, dict) else None  # a WarmupLinearDecay's planned steps
+    if total is not None and total != steps_per_epoch * cfg.epochs:
+        planned = round(total / steps_per_epoch)
+        raise DataError(f"--resume: {path} was started with --epochs {planned} (its learning-rate schedule); resume with --epochs {planned}")
+    if initial_epoch >= cfg.epochs:
+        raise DataError(f"--resume: {out} already finished its {cfg.epochs} epochs; train a new run instead")
+    history: dict[str, list[float]] = {}
+    path_csv = out / "history.csv"
+    if path_csv.is_file():
+        with path_csv.open(newline="") as f:
+            reader = csv.DictReader(f)
+            kept = [row for row in reader if int(row["epoch"]) < initial_epoch]
+            fields = reader.fieldnames or []
+        with path_csv.open("w", newline="") as f:  # drop rows of epochs that will run again
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        for row in kept:
+            for k, v in row.items():
+                if k not in ("epoch", "learning_rate"):
+                    history.setdefault(k, []).append(float(v))
+    log.info("resuming %s at epoch %d of %d (step %d)", out, initial_epoch + 1, cfg.epochs, done_steps)
+    return model, initial_epoch, history
+
+
+def _seconds_before(out: Path) -> float:
+    try:
+        return float(json.loads((out / RESUME_FILE).with_suffix(".json").read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
 def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
     """Rebuild ``model`` under the float32 policy (mixed-precision layers do not convert)."""
     keras.mixed_precision.set_global_policy("float32")
@@ -169,9 +241,15 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     if precision == "auto":
         precision = "mixed_bfloat16" if cfg.arch == "edge" and cpu_has_bf16() else "float32"
     keras.mixed_precision.set_global_policy(precision)
-    model = build_and_compile(cfg, train)
     n_cls = len(train.classes)
     batch = cfg.resolved_batch()
+    steps_per_epoch = math.ceil(len(train) / batch)
+    if cfg.resume:
+        if cfg.init_from:
+            raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
+        model, initial_epoch, past = _resume(cfg, out, steps_per_epoch)
+    else:
+        model, initial_epoch, past = build_and_compile(cfg, train), 0, {}
     one_hot = cfg.arch == "edge"
 
     def targets(y: np.ndarray) -> np.ndarray:
@@ -181,7 +259,8 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         def __init__(self) -> None:
             super().__init__()
             self.rng = np.random.default_rng(cfg.seed)
-            self.on_epoch_end()
+            for _ in range(initial_epoch + 1):  # a resumed run sees the same data as an uninterrupted one
+                self.on_epoch_end()
 
         def __len__(self) -> int:
             return math.ceil(len(train) / batch)
@@ -199,26 +278,33 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     best_path = out / "best.keras"
     callbacks: list[Any] = []
     if model.optimizer.use_ema:
-        # evaluate and checkpoint the averaged weights (must run before the checkpoints)
+        # evaluate and checkpoint the averaged weights (must run before the checkpoints and the resume point)
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    resume_point = ResumePoint(out / RESUME_FILE, _seconds_before(out) if cfg.resume else 0.0)
+    best_so_far = max(past["val_accuracy"]) if past.get("val_accuracy") else None
     callbacks += [
-        keras.callbacks.ModelCheckpoint(best_path, monitor="val_accuracy", mode="max", save_best_only=True),
+        resume_point,
+        keras.callbacks.ModelCheckpoint(
+            best_path, monitor="val_accuracy", mode="max", save_best_only=True, initial_value_threshold=best_so_far
+        ),
         keras.callbacks.ModelCheckpoint(out / "last.keras"),
-        keras.callbacks.CSVLogger(str(out / "history.csv")),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=cfg.resume),
     ]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
     log.info("training %s on %d images (%d classes, %s), validating on %d, %d epochs, batch %d, %s",
              cfg.arch, len(train), n_cls, "x".join(map(str, train.image_shape)), len(val), cfg.epochs, batch, precision)
-    t0 = time.perf_counter()
     hist = model.fit(
         Augmented(),
         validation_data=(val.x, targets(val.y)),
         epochs=cfg.epochs,
+        initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=verbose,
     )
-    train_seconds = time.perf_counter() - t0
+    train_seconds = resume_point.seconds()
+    for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
+        (out / name).unlink(missing_ok=True)  # finished: nothing to resume
 
     best = keras.models.load_model(best_path, compile=False)
     final = _float32_copy(best, cfg, train)
@@ -227,7 +313,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     final.save(out / "model.keras")
     best_path.unlink(missing_ok=True)
     (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
-    history = {k: [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
+    history = {k: past.get(k, []) + [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
     (out / "history.json").write_text(json.dumps(history, indent=1))
     plot_history(history, out / "learning_curves.png", title=f"{cfg.arch} on {train.name}")
     report = {
@@ -240,6 +326,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         "val_accuracy": val_acc,
         "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
         "train_seconds": round(train_seconds, 1),
+        "resumed_at_epoch": initial_epoch + 1 if cfg.resume else None,
         "precision": precision,
         "params": int(final.count_params()),
         "config": asdict(cfg),
@@ -290,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip and translate training images (default: on for edge, off for paper, as in the paper)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same --data, --arch and --epochs) from its resume.keras")
     p.add_argument("--init-from", type=Path, help="transfer learning: start from the matching layers of this model.keras (e.g. the CIFAR-10 model)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -309,7 +397,7 @@ def _main(args: argparse.Namespace) -> int:
         raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
     cfg = TrainConfig(
         arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None,
+        augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
         precision=args.precision, seed=args.seed, widths=widths,
     )
     train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)

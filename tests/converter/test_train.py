@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -68,3 +70,41 @@ def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tu
     assert copied == len(with_weights) - 1  # all but the 2-class "logits" layer
     assert np.array_equal(target.get_layer("b2_conv1").get_weights()[0], source.get_layer("b2_conv1").get_weights()[0])
     assert target.get_layer("logits").get_weights()[0].shape == (32, 2)
+
+
+def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Path) -> None:
+    """SIGKILL a real training run (with weight averaging on) mid-way, then finish it with --resume."""
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "converter.train", "--data", "fashion-mnist", "--limit-per-class", "100", "--arch", "edge",
+            "--widths", "16,32,32", "--batch-size", "8", "--precision", "float32", "--out", str(out)]  # 125 steps an epoch: EMA on
+    proc = subprocess.Popen([*base, "--epochs", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    point = out / "resume.json"
+    deadline = time.monotonic() + 240
+    try:
+        while not (point.is_file() and json.loads(point.read_text() or "{}").get("epoch", 0) >= 2):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "two epochs took over 4 minutes"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    assert not (out / "model.keras").exists() and (out / "resume.keras").is_file()
+    before = json.loads(point.read_text())
+
+    wrong = subprocess.run([*base, "--epochs", "6", "--resume"], check=False, capture_output=True, text=True, timeout=240)
+    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
+    assert wrong.stderr.strip().splitlines()[-1].endswith("resume with --epochs 4")
+
+    done = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr
+    assert f"resuming {out} at epoch {before['epoch'] + 1} of 4" in done.stderr
+    report = json.loads((out / "train_report.json").read_text())
+    history = json.loads((out / "history.json").read_text())
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert len(history["val_accuracy"]) == 4 and [r.split(",")[0] for r in rows[1:]] == ["0", "1", "2", "3"]  # each epoch once
+    assert report["resumed_at_epoch"] == before["epoch"] + 1 and report["train_seconds"] > before["train_seconds"]
+    assert history["loss"][-1] < history["loss"][0]  # it went on learning, not from scratch
+    assert report["val_accuracy"] > 0.6 and not (out / "resume.keras").exists()
+
+    again = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
+    assert again.returncode != 0 and "resume.keras not found" in again.stderr.strip().splitlines()[-1]
