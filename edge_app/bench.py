@@ -120,6 +120,8 @@ class Repeats:
     speedup: list[float]
     bare_invoke_ms: list[float]
     overhead_pct: list[float]
+    startup_s: list[float]
+    peak_rss_mb: list[float | None]  # the process's peak so far: it only grows from run to run
     median: dict[str, float]
 
     @classmethod
@@ -131,7 +133,13 @@ class Repeats:
             "bare_invoke_ms": [r.bare_invoke.mean for r in reports],
             "overhead_pct": [r.overhead_pct for r in reports],
         }
-        return cls(runs=len(reports), **figures, median={k: _median(v) for k, v in figures.items()})
+        return cls(
+            runs=len(reports),
+            **figures,
+            startup_s=[r.startup_s for r in reports],
+            peak_rss_mb=[r.peak_rss_mb for r in reports],
+            median={k: _median(v) for k, v in figures.items()},
+        )
 
 
 @dataclass
@@ -521,14 +529,15 @@ def format_table(r: BenchReport) -> str:
 
 def format_repeats(rep: Repeats) -> list[str]:
     m = rep.median
-    head = f"{rep.runs} runs in a row (the table above is the last)"
-    lines = [f"{head:<40}{'pipeline FPS':>13}{'naive FPS':>11}{'speed-up':>10}{'bare invoke':>13}{'overhead':>10}"]
-    rows = zip(rep.pipeline_fps, rep.naive_fps, rep.speedup, rep.bare_invoke_ms, rep.overhead_pct, strict=True)
-    for i, (p, n, s, b, o) in enumerate(rows, 1):
-        lines.append(f"{'run ' + str(i):<40}{p:>13.1f}{n:>11.1f}{s:>9.2f}x{b:>10.3f} ms{o:>+9.1f}%")
-    lines.append(
-        f"{'median':<40}{m['pipeline_fps']:>13.1f}{m['naive_fps']:>11.1f}{m['speedup']:>9.2f}x{m['bare_invoke_ms']:>10.3f} ms{m['overhead_pct']:>+9.1f}%"
-    )
+    lines = [
+        f"{rep.runs} runs in a row (the table above is the last; peak RSS is the process's so far)",
+        f"{'':<8}{'pipeline FPS':>13}{'naive FPS':>11}{'speed-up':>10}{'bare invoke':>13}{'overhead':>10}{'start-up':>10}{'peak RSS':>10}",
+    ]
+    rows = zip(rep.pipeline_fps, rep.naive_fps, rep.speedup, rep.bare_invoke_ms, rep.overhead_pct, rep.startup_s, rep.peak_rss_mb, strict=True)
+    for i, (p, n, s, b, o, up, rss) in enumerate(rows, 1):
+        lines.append(f"{'run ' + str(i):<8}{p:>13.1f}{n:>11.1f}{s:>9.2f}x{b:>10.3f} ms{o:>+9.1f}%{up:>9.2f}s{rss or math.nan:>7.1f} MB")
+    median = f"{m['pipeline_fps']:>13.1f}{m['naive_fps']:>11.1f}{m['speedup']:>9.2f}x{m['bare_invoke_ms']:>10.3f} ms{m['overhead_pct']:>+9.1f}%"
+    lines.append(f"{'median':<8}{median}")
     return lines
 
 
