@@ -183,12 +183,18 @@ class ResumePoint(keras.callbacks.Callback):
         self.path.with_suffix(".json").write_text(json.dumps({"epoch": epoch, "train_seconds": round(self.seconds(), 1)}))
 
 
-def _resume(cfg: TrainConfig, out: Path, steps_per_epoch: int) -> tuple[Any, int, dict[str, list[float]]]:
+def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -> tuple[Any, int, dict[str, list[float]]]:
     """The model saved at the start of the interrupted epoch, that epoch's number, and the history so far."""
     path = out / RESUME_FILE
     if not path.is_file():
         raise DataError(f"--resume: {path} not found; resume needs the --out folder of a run this version started (or drop --resume)")
     model = keras.models.load_model(path)
+    shape, classes = tuple(model.input_shape[1:]), int(model.output_shape[-1])
+    if shape != tuple(train.image_shape) or classes != len(train.classes):
+        raise DataError(
+            f"--resume: {path} takes {'x'.join(map(str, shape))} images and {classes} classes, this data "
+            f"{'x'.join(map(str, train.image_shape))} and {len(train.classes)}; resume with the run's own --data and --image-size"
+        )
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     initial_epoch = done_steps // steps_per_epoch
     lr = model.optimizer.get_config().get("learning_rate")
@@ -247,7 +253,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     if cfg.resume:
         if cfg.init_from:
             raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
-        model, initial_epoch, past = _resume(cfg, out, steps_per_epoch)
+        model, initial_epoch, past = _resume(cfg, train, out, steps_per_epoch)
     else:
         model, initial_epoch, past = build_and_compile(cfg, train), 0, {}
     one_hot = cfg.arch == "edge"

@@ -95,6 +95,9 @@ def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Pa
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert wrong.stderr.strip().splitlines()[-1].endswith("resume with --epochs 4")
 
+    other = subprocess.run([*base, "--epochs", "4", "--resume", "--image-size", "32"], check=False, capture_output=True, text=True, timeout=240)
+    assert other.returncode != 0 and "resume with the run's own --data and --image-size" in other.stderr.strip().splitlines()[-1]
+
     done = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     assert f"resuming {out} at epoch {before['epoch'] + 1} of 4" in done.stderr
