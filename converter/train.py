@@ -334,6 +334,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         "train_seconds": round(train_seconds, 1),
         "resumed_at_epoch": initial_epoch + 1 if cfg.resume else None,
         "precision": precision,
+        "backend": keras.backend.backend(),
         "params": int(final.count_params()),
         "config": asdict(cfg),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from converter.data import Dataset
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
@@ -111,3 +113,22 @@ def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Pa
 
     again = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
     assert again.returncode != 0 and "resume.keras not found" in again.stderr.strip().splitlines()[-1]
+
+
+def test_training_runs_on_keras_jax_backend_and_the_model_converts_with_tensorflow(tmp_path: Path) -> None:
+    """The GPU path: Keras 3 trains on JAX (or PyTorch) where TensorFlow has no GPU build; conversion stays on TensorFlow."""
+    pytest.importorskip("jax")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "converter.train", "--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge",
+           "--widths", "16,32,32", "--batch-size", "32", "--epochs", "3", "--precision", "float32", "--out", str(out)]
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["backend"] == "jax" and report["val_accuracy"] > 0.4
+    conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
+                           "--eval-limit", "1000", "--out", str(tmp_path / "bundle")],
+                          check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert conv.returncode == 0, conv.stderr
+    result = json.loads(conv.stdout.strip().splitlines()[-1])
+    assert result["int8"] > 0.4 and abs(result["int8"] - result["float"]) <= 0.01  # the int8 model keeps what JAX trained
