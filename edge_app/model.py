@@ -237,7 +237,8 @@ class Classifier:
             self.labels = [str(i) for i in range(n_out)]
         if len(self.labels) != n_out:
             raise ModelError(
-                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; use the labels.txt written with this model"
+                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; "
+                "use the labels.txt written with this model"
             )
 
     def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
