@@ -330,8 +330,8 @@ class App:
         if image is None:  # the capture thread did not prepare it
             image = classifier.prepare(frame.image)
         t2 = time.perf_counter()
-        prepare_ms = frame.prepare_ms if frame.input is not None else (t2 - t1) * 1e3
-        elsewhere_ms = frame.prepare_ms if frame.input is not None else 0.0  # work done for this frame on the capture thread
+        elsewhere_ms = frame.prepare_ms  # work done for this frame on the capture thread (0 when it did none)
+        prepare_ms = elsewhere_ms if frame.input is not None else (t2 - t1) * 1e3
         scores = classifier.invoke(image)
         t3 = time.perf_counter()
         smoothed = self.smoother.update(scores)
