@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -183,8 +183,15 @@ class ResumePoint(keras.callbacks.Callback):
         self.path.with_suffix(".json").write_text(json.dumps({"epoch": epoch, "train_seconds": round(self.seconds(), 1)}))
 
 
-def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -> tuple[Any, int, dict[str, list[float]]]:
-    """The model saved at the start of the interrupted epoch, that epoch's number, and the history so far."""
+class ResumeState(NamedTuple):
+    model: Any  # compiled, with the optimizer state of the start of the interrupted epoch
+    initial_epoch: int  # that epoch's number (0-based)
+    history: dict[str, list[float]]  # the epochs before it
+    seconds: float  # training time spent before it
+
+
+def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -> ResumeState:
+    """Everything ``--resume`` needs from the output folder of an interrupted run."""
     path = out / RESUME_FILE
     if not path.is_file():
         raise DataError(f"--resume: {path} not found; resume needs the --out folder of a run this version started (or drop --resume)")
@@ -219,15 +226,12 @@ def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -
             for k, v in row.items():
                 if k not in ("epoch", "learning_rate"):
                     history.setdefault(k, []).append(float(v))
-    log.info("resuming %s at epoch %d of %d (step %d)", out, initial_epoch + 1, cfg.epochs, done_steps)
-    return model, initial_epoch, history
-
-
-def _seconds_before(out: Path) -> float:
     try:
-        return float(json.loads((out / RESUME_FILE).with_suffix(".json").read_text())["train_seconds"])
+        seconds = float(json.loads(path.with_suffix(".json").read_text())["train_seconds"])
     except (OSError, ValueError, KeyError, TypeError):
-        return 0.0
+        seconds = 0.0  # the time is only reported; a missing record does not stop the resume
+    log.info("resuming %s at epoch %d of %d (step %d)", out, initial_epoch + 1, cfg.epochs, done_steps)
+    return ResumeState(model, initial_epoch, history, seconds)
 
 
 def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
@@ -253,9 +257,9 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     if cfg.resume:
         if cfg.init_from:
             raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
-        model, initial_epoch, past = _resume(cfg, train, out, steps_per_epoch)
+        model, initial_epoch, past, seconds_before = _resume(cfg, train, out, steps_per_epoch)
     else:
-        model, initial_epoch, past = build_and_compile(cfg, train), 0, {}
+        model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
     one_hot = cfg.arch == "edge"
 
     def targets(y: np.ndarray) -> np.ndarray:
@@ -286,7 +290,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     if model.optimizer.use_ema:
         # evaluate and checkpoint the averaged weights (must run before the checkpoints and the resume point)
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    resume_point = ResumePoint(out / RESUME_FILE, _seconds_before(out) if cfg.resume else 0.0)
+    resume_point = ResumePoint(out / RESUME_FILE, seconds_before)
     best_so_far = max(past["val_accuracy"]) if past.get("val_accuracy") else None
     callbacks += [
         resume_point,
