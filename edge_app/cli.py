@@ -6,7 +6,9 @@
                                                 with --viewers N, the cost of N MJPEG viewers
 
 Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
-file. Logging goes to stderr and is configured here only. Errors the user can fix are one line,
+file. Logging goes to stderr and is configured here only. OpenCV is imported only after the flags
+are parsed (``--help`` works without it), and its and FFmpeg's own console lines are silenced
+unless ``-v``: the line a user reads is ours. Errors the user can fix are one line,
 ``edge-app: error: ...``, and a named exit code (``edge_app.errors.ExitCode``); ``--debug`` adds
 the traceback.
 """
@@ -21,13 +23,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
-
-from edge_app import __version__, bench
-from edge_app.app import App
+from edge_app import __version__
 from edge_app.config import AppConfig, field_specs, load_config
 from edge_app.errors import EdgeAppError, ExitCode, ModelError
 from edge_app.model import resolve_model
+from edge_app.opencv_check import conflict_message, opencv_distributions, quiet_native_logs, require_opencv
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "fps",
         "realtime",
         "loop",
+        "recursive",
         "open_timeout",
         "watchdog",
     ),
@@ -95,8 +96,21 @@ def configure_logging(verbose: int = 0, quiet: int = 0, debug: bool = False) -> 
     root.addHandler(handler)
     root.setLevel(level)
     logging.captureWarnings(True)
-    # OpenCV's own warnings (e.g. "can't open camera by index") repeat what our one-line errors say
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if level <= logging.DEBUG else cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def load_opencv(verbose: bool) -> None:
+    """Import OpenCV (one line naming the extras when it is missing) with its own logging quiet unless ``verbose``.
+
+    OpenCV's and FFmpeg's lines ("can't open camera by index", "[tcp @ 0x...] Connection refused")
+    repeat what our one-line errors say; ``-v`` shows them. Warns when two OpenCV builds share ``cv2``.
+    """
+    quiet_native_logs(verbose)
+    cv2 = require_opencv()
+    levels = cv2.utils.logging
+    levels.setLogLevel(levels.LOG_LEVEL_WARNING if verbose else levels.LOG_LEVEL_SILENT)
+    conflict = conflict_message(opencv_distributions())
+    if conflict:
+        log.warning("%s", conflict)
 
 
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
@@ -164,7 +178,7 @@ def _help(text: str, default: object) -> str:
 
 
 def check_config(config: AppConfig, path: Path | None) -> int:
-    """Validate what a run would need before opening anything: the model files and the source spec."""
+    """Validate what a run would need before opening anything: OpenCV, the model files and the source spec."""
     config.source_spec()
     files = resolve_model(config.model, config.labels)
     if files.labels is not None and not files.labels.exists():
@@ -186,14 +200,23 @@ def run(argv: Sequence[str]) -> int:
         reserved = {"config", "check_config", "verbose", "quiet", "debug"}
         overrides = {k: v for k, v in vars(args).items() if k not in reserved}
         config = load_config(args.config, overrides)
+        load_opencv(verbose=args.verbose > 0 or args.debug)
         if args.check_config:
             return check_config(config, args.config)
+        from edge_app.app import App  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
+
         return App(config).run()
     except (KeyboardInterrupt, Exception) as exc:
         return report(exc, args.debug)
 
 
 def run_bench(argv: Sequence[str]) -> int:
+    try:
+        load_opencv(verbose="-v" in argv or "--verbose" in argv or "--debug" in argv)
+    except EdgeAppError as exc:
+        return report(exc, debug=False)
+    from edge_app import bench  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
+
     parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
     bench.add_arguments(parser)
     add_logging_flags(parser)

@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edge_app.errors import ModelError
-from edge_app.preprocess import preprocess
-from edge_app.runtime import get_runtime
+from edge_app.runtime import get_runtime, native_stderr_as_debug
 
 log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "edge-recognition/1"
+COLOR_ORDERS = ("RGB", "BGR", "GRAY")  # what ``preprocess`` feeds: 3-channel RGB or BGR, or 1-channel grey
 DEFAULT_MODEL_NAME = "cifar10"
 
 
@@ -52,7 +52,7 @@ class Manifest:
         try:
             data = json.loads(path.read_text())
             inp = data["input"]
-            return cls(
+            manifest = cls(
                 height=int(inp["height"]),
                 width=int(inp["width"]),
                 channels=int(inp.get("channels", 3)),
@@ -67,6 +67,17 @@ class Manifest:
                 f"bad manifest {path}: {type(exc).__name__}: {exc}; regenerate it with convert-model "
                 "or delete it to use the model's own input shape"
             ) from exc
+        if manifest.color_order not in COLOR_ORDERS:
+            raise ModelError(
+                f"bad manifest {path}: input color_order {manifest.color_order!r} is not one of {', '.join(COLOR_ORDERS)}; "
+                "set it to the order the model was trained on (convert-model writes RGB)"
+            )
+        if (manifest.color_order == "GRAY") != (manifest.channels == 1):
+            raise ModelError(
+                f"bad manifest {path}: color_order {manifest.color_order} does not fit {manifest.channels} input channel(s); "
+                "use GRAY for 1 channel, RGB or BGR for 3"
+            )
+        return manifest
 
 
 def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -138,8 +149,9 @@ def make_interpreter(model: Path, num_threads: int | None = None, delegates: Seq
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelError(f"{model} is not a TFLite model (empty, truncated or another format); re-copy it or rebuild it with convert-model")
     try:
-        interp = rt.interpreter(model_content=data, num_threads=num_threads, experimental_delegates=list(delegates) or None)
-        interp.allocate_tensors()
+        with native_stderr_as_debug(rt.name):  # "INFO: Created TensorFlow Lite XNNPACK delegate": -v shows it
+            interp = rt.interpreter(model_content=data, num_threads=num_threads, experimental_delegates=list(delegates) or None)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {model}: {msg}; the file may be corrupt or need a newer runtime") from exc
@@ -213,6 +225,9 @@ class Classifier:
         delegates: Sequence[Any] = (),
         model_path: Path | None = None,
     ) -> None:
+        from edge_app.preprocess import preprocess  # noqa: PLC0415 - OpenCV, imported when a model is loaded (edge-app --help needs none)
+
+        self._preprocess = preprocess
         self.files = files
         self.manifest = Manifest.read(files.manifest) if files.manifest else None
         self.model_path = model_path or files.model
@@ -231,18 +246,20 @@ class Classifier:
         n_out = int(self._output["shape"][-1])
         if files.labels is not None:
             self.labels = load_labels(files.labels)
+            problem = f"labels file {files.labels} has {len(self.labels)} classes"
+            fix = "use the labels.txt written with this model"
         elif self.manifest and self.manifest.classes:
             self.labels = list(self.manifest.classes)
+            problem = f"the manifest {files.manifest} lists {len(self.labels)} classes"
+            fix = "regenerate the manifest with convert-model, or pass --labels FILE"
         else:
             self.labels = [str(i) for i in range(n_out)]
+            problem = fix = ""
         if len(self.labels) != n_out:
-            raise ModelError(
-                f"labels file {files.labels} has {len(self.labels)} classes but the model outputs {n_out}; "
-                "use the labels.txt written with this model"
-            )
+            raise ModelError(f"{problem} but the model outputs {n_out}; {fix}")
 
     def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
-        return preprocess(frame_bgr, self.size, self.channels, self.color_order)
+        return self._preprocess(frame_bgr, self.size, self.channels, self.color_order)
 
     def invoke(self, image: np.ndarray) -> np.ndarray:
         set_input(self.interpreter, image, self._input)

@@ -1,13 +1,19 @@
 """The one place that chooses a TFLite runtime: ai_edge_litert, then tflite_runtime, then tensorflow.lite.
 
-Everything else asks this module for ``Interpreter`` and ``load_delegate``.
+Everything else asks this module for ``Interpreter`` and ``load_delegate``. ``native_stderr_as_debug``
+keeps the runtime's own console lines (``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.``)
+out of the user's stderr: they become debug messages, shown with ``-v``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-from collections.abc import Callable
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -53,3 +59,33 @@ def get_runtime(preferred: str | None = None) -> Runtime:
         + "; ".join(errors)
         + ")"
     )
+
+
+@contextlib.contextmanager
+def native_stderr_as_debug(source: str = "litert") -> Iterator[None]:
+    """Capture what native code writes to file descriptor 2 meanwhile; its ``INFO:`` lines become debug messages.
+
+    Every other line (a real error from the runtime, or another thread's output) is written back to
+    stderr unchanged when the block ends, so nothing is lost, only delayed.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield  # no usable stderr descriptor: nothing to capture
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            for line in capture.read().decode("utf-8", "replace").splitlines(keepends=True):
+                if line.startswith("INFO: "):
+                    log.debug("%s: %s", source, line[6:].rstrip())
+                else:
+                    os.write(2, line.encode("utf-8", "replace"))
