@@ -1,18 +1,23 @@
 """The frame loop: ``FrameGrabber`` -> ``Classifier`` -> ``ScoreSmoother`` -> top-k -> ``FrameResult`` -> sinks.
 
-``App(config).run()`` loads the model, opens the outputs and the source, tells systemd it is ready,
-and classifies frames until the source ends (files, folders), a limit is reached, the display is
-quit, or SIGTERM/SIGINT arrives; then it releases the camera, closes the outputs and returns 0.
+``App(config).run()`` loads the model, opens the source and then the outputs (a source that cannot
+be opened leaves no empty log behind), tells systemd it is ready, and classifies frames until the
+source ends (files, folders), a limit is reached, the display is quit, or SIGTERM/SIGINT arrives
+(also while a slow stream is still opening); then it releases the camera, closes the outputs and
+returns 0. SIGHUP (``systemctl reload edge-app``) reloads the model between frames: a bundle that
+fails to load or to classify the last frame is refused with one log line and the old one keeps
+running.
 
 Per frame it records how long each stage took (``latency_ms``): ``capture`` (waiting for the
 frame), ``preprocess`` (done on the capture thread, overlapping the previous frame's inference),
-``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot, web and MQTT outputs)
-and ``total`` (all of these for the frame: the loop's time plus the capture thread's preprocessing). Logs are written last,
+``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot, web and MQTT outputs;
+left out when there are none) and ``total`` (all of these for the frame: the loop's time plus the capture thread's preprocessing). Logs are written last,
 so they hold the final numbers; the display shows the previous frame's draw time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
 import threading
@@ -28,7 +33,7 @@ import numpy as np
 from edge_app import __version__
 from edge_app.config import AppConfig, parse_hostport
 from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
-from edge_app.errors import OutputError
+from edge_app.errors import EdgeAppError, OutputError
 from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
 from edge_app.mqtt import MqttSink
 from edge_app.notify import Notifier
@@ -103,11 +108,15 @@ class App:
         self.classifier: Classifier | None = None
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
+        self.model_id: str | None = None  # "cifar10@1a2b3c4d": the bundle's name and its model's sha256 prefix
+        self.model_reloads = 0
         self.grabber: FrameGrabber | None = None
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
         self.views: list[_Output] = []  # drawn and shown before the result is final
         self.records: list[_Output] = []  # logs: written last with the final latencies
         self._stop = threading.Event()
+        self._reload = threading.Event()  # SIGHUP: reload the model between frames
+        self._last_image: np.ndarray | None = None  # the newest classified frame: a reloaded model's test input
         self._signals = 0
         self._done: deque[float] = deque(maxlen=FPS_WINDOW)
         self._last_label: str | None = None
@@ -126,7 +135,14 @@ class App:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def request_reload(self) -> None:
+        """Ask the loop to reload the model before the next frame (thread- and signal-safe)."""
+        self._reload.set()
+
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            self.request_reload()
+            return
         self._signals += 1
         if self._signals > 1 and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean shutdown
@@ -136,7 +152,7 @@ class App:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return {}
         previous: dict[int, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ())):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
@@ -150,8 +166,10 @@ class App:
         return {
             "version": __version__,
             "state": self.state,
-            "model": files.model.parent.name if files and files.model.name == "model.tflite" else (files.model.name if files else None),
+            "model": bundle_name(files) if files else None,
+            "model_id": self.model_id,
             "model_path": str(files.model) if files else None,
+            "model_reloads": self.model_reloads,
             "delegate": self.acceleration.name if self.acceleration else None,
             "runtime": _runtime_name(),
             "source": self.grabber.name if self.grabber else self.config.source_spec().describe(),
@@ -192,13 +210,23 @@ class App:
     # ------------------------------------------------------------------ set-up
 
     def _load_model(self) -> None:
+        self.files, self.classifier, self.acceleration, self.model_id = self._open_model()
+        self._log_model("model")
+
+    def _open_model(self) -> tuple[ModelFiles, Classifier, Acceleration, str]:
         config = self.config
-        self.files = resolve_model(config.model, config.labels)
-        self.classifier, self.acceleration = load_classifier(self.files, config.delegate, config.device, config.threads, self.loader)
+        files = resolve_model(config.model, config.labels)
+        classifier, acceleration = load_classifier(files, config.delegate, config.device, config.threads, self.loader)
+        return files, classifier, acceleration, model_id(files)
+
+    def _log_model(self, what: str) -> None:
+        assert self.classifier is not None and self.files is not None and self.acceleration is not None
         h, w = self.classifier.size
         log.info(
-            "model %s: %dx%dx%d input, %d classes, %s on %s",
+            "%s %s (%s): %dx%dx%d input, %d classes, %s on %s",
+            what,
             self.files.model,
+            self.model_id,
             h,
             w,
             self.classifier.channels,
@@ -206,6 +234,29 @@ class App:
             _runtime_name(),
             self.acceleration.name,
         )
+
+    def _reload_model(self) -> bool:
+        """Swap in the model the config names (reread from disk) if it loads and classifies the newest frame; else keep the old one."""
+        self._reload.clear()
+        old = self.model_id
+        try:
+            files, classifier, acceleration, new_id = self._open_model()
+            if self._last_image is not None:
+                scores = classifier.scores(self._last_image)
+                if not np.all(np.isfinite(scores)):
+                    raise EdgeAppError("it gives non-finite scores on the newest frame")
+        except Exception as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            log.error("model reload refused: %s; still running %s", detail, old)
+            return False
+        self.files, self.classifier, self.acceleration, self.model_id = files, classifier, acceleration, new_id
+        self.smoother.reset()
+        self._last_label = None
+        if self.grabber is not None:
+            self.grabber.set_prepare(classifier.prepare)
+        self.model_reloads += 1
+        self._log_model(f"reloaded (was {old}):")
+        return True
 
     def _open_outputs(self) -> None:
         config = self.config
@@ -253,11 +304,13 @@ class App:
             self._load_model()
             if self._stop.is_set():
                 return 0
-            self._open_outputs()
             spec = self.config.source_spec()
             assert self.classifier is not None
             self.grabber = FrameGrabber(spec, prepare=self.classifier.prepare)  # preprocessing overlaps inference
-            self.grabber.start()
+            self.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
+            if self._stop.is_set():
+                return 0
+            self._open_outputs()  # only now: a source that cannot be opened leaves no empty log file
             self.state = "running"
             self.state_reached_running = True
             self.notifier.ready(f"classifying {self.grabber.name}")
@@ -279,6 +332,8 @@ class App:
         frames_at_stats = 0
         while not self._stop.is_set():
             self.notifier.watchdog()
+            if self._reload.is_set():
+                self._reload_model()
             now = time.monotonic()
             if config.duration is not None and now - started >= config.duration:
                 self.request_stop(f"duration {config.duration:g} s reached")
@@ -339,25 +394,31 @@ class App:
         label = top[0].label if top else None
         t4 = time.perf_counter()
         self._done.append(t4)
-        fps = (len(self._done) - 1) / (self._done[-1] - self._done[0]) if len(self._done) > 1 else 0.0
+        fps = (len(self._done) - 1) / (self._done[-1] - self._done[0]) if len(self._done) > 1 else None
+        drawn = bool(self.views)
         latency = {
             "capture": (t1 - t0) * 1e3,
             "preprocess": prepare_ms,
             "invoke": (t3 - t2) * 1e3,
-            "draw": self._last_draw_ms,  # provisional for the display; replaced below
-            "total": (t4 - t0) * 1e3 + elsewhere_ms + self._last_draw_ms,
         }
-        result = FrameResult(frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed)
+        if drawn:
+            latency["draw"] = self._last_draw_ms  # provisional for the display; replaced below
+        latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + (self._last_draw_ms if drawn else 0.0)
+        result = FrameResult(
+            frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed, grabber.name, frame.file, self.model_id
+        )
         self._write(self.views, frame.image, result)
         t5 = time.perf_counter()
-        self._last_draw_ms = (t5 - t4) * 1e3
-        latency["draw"] = self._last_draw_ms
-        latency["total"] = (t5 - t0) * 1e3 + elsewhere_ms
+        if drawn:
+            self._last_draw_ms = (t5 - t4) * 1e3
+            latency["draw"] = self._last_draw_ms
+            latency["total"] = (t5 - t0) * 1e3 + elsewhere_ms
         self._write(self.records, frame.image, result)
         self._last_label = label
+        self._last_image = frame.image
         self.last_result = result
         self.frames += 1
-        self.fps = fps
+        self.fps = fps if fps is not None else 0.0
         invoke_ms = latency["invoke"]
         self.inference_ms = invoke_ms if self.frames == 1 else 0.9 * self.inference_ms + 0.1 * invoke_ms
         if self.first_result_at is None:
@@ -417,6 +478,20 @@ class App:
                 stats.reconnects,
             )
         self.state = "stopped"
+
+
+def bundle_name(files: ModelFiles) -> str:
+    """``cifar10`` for ``models/cifar10/model.tflite``; the file name for any other model file."""
+    return files.model.parent.name if files.model.name == "model.tflite" else files.model.name
+
+
+def model_id(files: ModelFiles) -> str:
+    """``cifar10@1a2b3c4d``: the bundle's name and the first 8 hex digits of its model file's sha256 (which model made a record)."""
+    try:
+        digest = hashlib.sha256(files.model.read_bytes()).hexdigest()[:8]
+    except OSError:
+        digest = "unknown"
+    return f"{bundle_name(files)}@{digest}"
 
 
 def _runtime_name() -> str:

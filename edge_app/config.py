@@ -34,12 +34,13 @@ def _meta(help: str, **rules: Any) -> dict[str, Any]:
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``:8080`` and ``8080`` mean all interfaces, ``[::1]:8080`` is IPv6) to ``(host, port)``."""
+    """``HOST:PORT`` to ``(host, port)``: a bare ``8080`` or ``:8080`` is loopback only (127.0.0.1), ``0.0.0.0:8080``
+    every interface, ``[::1]:8080`` IPv6. Serving beyond this machine is always asked for by name."""
     value = text.strip()
     host, sep, port_text = value.rpartition(":")
     if not sep:
         host, port_text = "", value
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - serving on all interfaces is the documented default
+    host = host.strip("[]") or "127.0.0.1"
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"expected HOST:PORT such as 0.0.0.0:8080 or 127.0.0.1:8080, got {text!r}")
     return host, int(port_text)
@@ -76,6 +77,9 @@ class AppConfig:
     fps: float | None = field(default=None, metadata=_meta("capture rate requested from a camera (paces folders with realtime)", gt=0))
     realtime: bool = field(default=False, metadata=_meta("pace video files and folders at their native rate (newest frame wins)"))
     loop: bool = field(default=False, metadata=_meta("start a video file or folder again at its end"))
+    recursive: bool = field(
+        default=False, metadata=_meta("with an image folder: also read its subfolders (a class-per-folder dataset); records name each file")
+    )
     open_timeout: float = field(default=10.0, metadata=_meta("seconds to wait for a camera or stream to open", gt=0))
     watchdog: float = field(default=5.0, metadata=_meta("seconds a live source may give no frame before its capture is abandoned and reopened", gt=0))
     # classification
@@ -94,7 +98,13 @@ class AppConfig:
         default=None, metadata=_meta("also save frames whose top-1 score reaches this (0-1), at most every snapshot_interval", min=0.0, max=1.0)
     )
     snapshot_interval: float = field(default=10.0, metadata=_meta("seconds between snapshots saved for snapshot_min_score", min=0.0))
-    http: str | None = field(default=None, metadata=_meta("serve the live view, /status, /health and /metrics on HOST:PORT", check=_check_http))
+    http: str | None = field(
+        default=None,
+        metadata=_meta(
+            "serve the live view, /api/status, /healthz and /metrics on [HOST:]PORT (a bare port is 127.0.0.1 only; 0.0.0.0:PORT for every interface)",
+            check=_check_http,
+        ),
+    )
     http_token: str | None = field(default=None, metadata=_meta("require ?token=... or Authorization: Bearer ... on the web server"))
     mqtt: str | None = field(default=None, metadata=_meta("publish results to an MQTT broker, e.g. mqtt://host:1883", check=_check_mqtt))
     mqtt_prefix: str = field(default="edge-app", metadata=_meta("MQTT topic prefix (topics are PREFIX/DEVICE/classification, /status, /availability)"))
@@ -153,6 +163,7 @@ class AppConfig:
             fps=self.fps,
             loop=self.loop,
             realtime=self.realtime,
+            recursive=self.recursive,
             open_timeout_s=self.open_timeout,
             read_timeout_s=self.watchdog,
         )

@@ -117,7 +117,8 @@ class _Metrics:
             self.inference.observe(result.latency_ms["invoke"] / 1e3)
         if "total" in result.latency_ms:
             self.end_to_end.observe(result.latency_ms["total"] / 1e3)
-        self.fps.set(result.fps)
+        if result.fps is not None:
+            self.fps.set(result.fps)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from edge_app.model import Classification
+if TYPE_CHECKING:
+    from edge_app.model import Classification
 
 __all__ = ["FrameResult", "Sink", "iso_utc"]
 
@@ -28,10 +29,13 @@ class FrameResult:
     index: int  # frame number
     time: float  # wall clock, time.time()
     top: list[Classification]  # smoothed top-k above the threshold, best first
-    latency_ms: dict[str, float]  # "capture", "preprocess", "invoke", "draw", "total"
-    fps: float
+    latency_ms: dict[str, float]  # "capture", "preprocess", "invoke", "draw" (only when something draws), "total"
+    fps: float | None  # None until two frames have been classified (one frame has no rate)
     changed: bool  # top-1 label differs from the previous frame's
     scores: np.ndarray | None = None  # the full (smoothed) score vector, when the loop keeps it
+    source: str | None = None  # what the frame came from: "video file clip.mp4", "camera 0", ...
+    file: str | None = None  # the image file of a folder source, relative to the folder
+    model: str | None = None  # the model bundle that classified it (changes on a reload)
 
     @property
     def label(self) -> str | None:
@@ -44,16 +48,22 @@ class FrameResult:
         return float(self.top[0].score) if self.top else 0.0
 
     def to_json_dict(self) -> dict[str, Any]:
-        """A JSON-ready record: ``time`` (ISO-8601 UTC), ``epoch``, ``frame``, ``top``, ``latency_ms``, ``fps``, ``changed``."""
-        return {
+        """A JSON-ready record: ``time`` (ISO-8601 UTC), ``epoch``, ``frame``, ``top``, ``latency_ms``, ``fps``, ``changed``,
+        and ``source``, ``file`` and ``model`` when known (``fps`` is null on the first frame)."""
+        record: dict[str, Any] = {
             "time": iso_utc(self.time),
             "epoch": round(self.time, 3),
             "frame": int(self.index),
             "top": [{"id": int(c.id), "label": str(c.label), "score": round(float(c.score), 4)} for c in self.top],
             "latency_ms": {k: round(float(v), 2) for k, v in self.latency_ms.items()},
-            "fps": round(float(self.fps), 2),
+            "fps": round(float(self.fps), 2) if self.fps is not None else None,
             "changed": bool(self.changed),
         }
+        for key in ("source", "file", "model"):
+            value = getattr(self, key)
+            if value is not None:
+                record[key] = value
+        return record
 
 
 class Sink(Protocol):

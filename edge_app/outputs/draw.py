@@ -80,7 +80,7 @@ def put_text(image: np.ndarray, text: str, org: tuple[int, int], scale: float, c
 
 def stats_text(result: FrameResult) -> str:
     """``12.3 FPS | inference 8.1 ms | end-to-end 20.4 ms`` (parts whose numbers are missing are left out)."""
-    parts = [f"{result.fps:.1f} FPS"]
+    parts = [f"{result.fps:.1f} FPS"] if result.fps is not None else []
     if "invoke" in result.latency_ms:
         parts.append(f"inference {result.latency_ms['invoke']:.1f} ms")
     if "total" in result.latency_ms:

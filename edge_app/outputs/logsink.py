@@ -7,6 +7,11 @@ descriptor (no Python buffering), so a killed process never leaves half a line; 
 A log that cannot be opened at start is a one-line ``OutputError``. Later write errors (disk full,
 folder removed) are logged once, the records are counted in ``dropped``, and the file is reopened
 every ``retry_s`` seconds: the frame loop never stops because of its log.
+
+A log file (or its folder) deleted or moved away while the app runs would otherwise swallow every
+later record, written to an inode nobody can read. Before each write the path is checked against the
+open file (``stat`` of the path versus ``fstat`` of the descriptor: a few microseconds); when they
+differ the folder and the file are recreated, which is said once, and records are never lost to it.
 """
 
 from __future__ import annotations
@@ -61,8 +66,10 @@ class RotatingLineLog(RetryingOutput, ABC):
         self.written = 0  # records written
         self.rotations = 0
         self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._size = 0
         self._closed = False
+        self.recreated = 0  # times the file was found deleted or replaced and opened again
         try:
             self._open()
         except OSError as exc:
@@ -89,7 +96,9 @@ class RotatingLineLog(RetryingOutput, ABC):
                 log.warning("%s has other columns than this log writes; moving it to %s.1", self.path, self.path)
                 self._shift_backups()
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._size = os.fstat(self._fd).st_size
+        st = os.fstat(self._fd)
+        self._inode = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         if self._size == 0 and self.header:
             self._append(self.header)
 
@@ -124,6 +133,27 @@ class RotatingLineLog(RetryingOutput, ABC):
             except OSError as exc:
                 log.debug("closing %s: %s", self.path, exc)
             self._fd = None
+            self._inode = None
+
+    def _gone(self) -> bool:
+        """Whether the open file is no longer at ``path`` (deleted, moved, or its folder removed)."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._inode
+
+    def _reopen_if_gone(self) -> None:
+        if self._fd is None or not self._gone():
+            return
+        self._close_fd()
+        self.recreated += 1
+        log.warning(
+            "log file %s was deleted or moved away while in use; recreating it (and its folder) and writing on there%s",
+            self.path,
+            "" if self.recreated == 1 else f" (time {self.recreated})",
+        )
+        self._open()
 
     def _shift_backups(self) -> None:
         """``path.(N-1)`` -> ``path.N`` ... ``path`` -> ``path.1`` (or deleted when ``backups`` is 0)."""
@@ -158,6 +188,7 @@ class RotatingLineLog(RetryingOutput, ABC):
                 self._failed(exc)
                 return
         try:
+            self._reopen_if_gone()
             if self._size > len(self.header) and self._size + len(line) > self.max_bytes:
                 self._rotate()
             self._append(line)
@@ -189,7 +220,7 @@ class CsvLogSink(RotatingLineLog):
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "time", "epoch", "frame", "label", "score", "top", "fps",
-        "capture_ms", "preprocess_ms", "invoke_ms", "draw_ms", "total_ms", "changed",
+        "capture_ms", "preprocess_ms", "invoke_ms", "draw_ms", "total_ms", "changed", "source", "file", "model",
     )  # fmt: skip
     header = (",".join(COLUMNS) + "\r\n").encode()
 
@@ -207,9 +238,10 @@ class CsvLogSink(RotatingLineLog):
             top[0]["label"] if top else "",
             top[0]["score"] if top else "",
             "|".join(f"{c['label']}:{c['score']}" for c in top),
-            rec["fps"],
+            "" if rec["fps"] is None else rec["fps"],
             *(lat.get(k, "") for k in ("capture", "preprocess", "invoke", "draw", "total")),
             int(rec["changed"]),
+            *(rec.get(k, "") for k in ("source", "file", "model")),
         ]
         buf = io.StringIO()
         csv.writer(buf).writerow(row)

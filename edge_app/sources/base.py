@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -26,6 +27,7 @@ class Frame(NamedTuple):
     timestamp: float  # time.monotonic() at capture
     input: np.ndarray | None = None  # the model input, when the capture thread prepared it (``FrameGrabber(prepare=...)``)
     prepare_ms: float = 0.0  # how long preparing ``input`` took on the capture thread
+    file: str | None = None  # the image file it came from (folder sources), relative to the folder
 
 
 class Source(Protocol):
@@ -79,6 +81,7 @@ class SourceSpec:
     loop: bool = False
     realtime: bool = False
     live: bool | None = None
+    recursive: bool = False  # folders: also read subfolders
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 
@@ -124,6 +127,7 @@ def spec_from_args(
     fps: float | None = None,
     loop: bool = False,
     realtime: bool = False,
+    recursive: bool = False,
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S,
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
 ) -> SourceSpec:
@@ -146,10 +150,20 @@ def spec_from_args(
             fps=fps,
             loop=loop,
             realtime=realtime,
+            recursive=recursive,
             open_timeout_s=open_timeout_s,
             read_timeout_s=read_timeout_s,
         )
 
+    spec = _spec_for(make, camera, source, picamera)
+    if recursive and spec.kind != "folder":
+        raise ConfigError(
+            f"--recursive reads the subfolders of an image folder, but the source is a {spec.describe()}: pass a folder as --source or drop --recursive"
+        )
+    return spec
+
+
+def _spec_for(make: Callable[[str, int | str], SourceSpec], camera: int | None, source: str | Path | None, picamera: bool) -> SourceSpec:
     if picamera:
         return make("picamera2", camera or 0)
     if source is None:

@@ -107,6 +107,11 @@ class _FrameBuffer:
             self._items.clear()
             self._cond.notify_all()
 
+    def strip_inputs(self) -> None:
+        """Drop the prepared model inputs of the waiting frames (the consumer prepares them again)."""
+        with self._cond:
+            self._items = deque(f._replace(input=None, prepare_ms=0.0) for f in self._items)
+
     @property
     def drained(self) -> bool:
         with self._cond:
@@ -148,6 +153,7 @@ class FrameGrabber:
     ) -> None:
         self.spec = spec
         self.prepare = prepare
+        self._prepare_generation = 0  # bumped by set_prepare: inputs made with an older prepare are dropped
         self._prepare_failures = 0
         self._factory: Callable[[], Source] = factory or (lambda: make_source(spec))
         self.queue_size = queue_size
@@ -166,8 +172,20 @@ class FrameGrabber:
 
     # ---------------------------------------------------------------- consumer side
 
-    def start(self) -> FrameGrabber:
-        """Open the source (``SourceError`` if it cannot be opened now) and start capturing."""
+    def set_prepare(self, prepare: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        """Use another preparation from now on (a reloaded model); frames waiting in the buffer lose their old inputs."""
+        with self._lock:
+            self.prepare = prepare
+            self._prepare_generation += 1
+            self._prepare_failures = 0
+        self._buffer.strip_inputs()
+
+    def start(self, cancel: threading.Event | None = None) -> FrameGrabber:
+        """Open the source (``SourceError`` if it cannot be opened now) and start capturing.
+
+        ``cancel`` (the app's stop request, set by SIGTERM) ends the wait for a slow open within
+        ``POLL_S``: the grabber then returns unstarted and ``ended`` is true.
+        """
         if self._thread is not None:
             raise RuntimeError("FrameGrabber.start() called twice")
         source = self._factory()
@@ -176,7 +194,11 @@ class FrameGrabber:
         newest_wins = self.live or self.spec.realtime
         self._buffer = _FrameBuffer(1 if newest_wins else self.queue_size, newest_wins)
         session = self._begin(source)
-        if not self._wait_settled(session):
+        if not self._wait_settled(session, cancel):
+            if cancel is not None and cancel.is_set():
+                log.info("stopped while %s was still opening", self.name)
+                self._buffer.close()
+                return self
             raise SourceError(
                 f"{self.name} did not open within {self.spec.open_timeout_s:g} s: check that it is connected and responding, or raise the open timeout"
             )
@@ -232,9 +254,11 @@ class FrameGrabber:
         session = self._session
         if session is not None:
             session.abandoned = True
-            if session.thread is not None and session.thread is not threading.current_thread():
+            if not session.settled.is_set():  # still inside open(): nothing to release yet, and it may block for its whole timeout
+                log.debug("%s: stopped while it was still opening; the opening thread is abandoned", self.name)
+            elif session.thread is not None and session.thread is not threading.current_thread():
                 session.thread.join(max(0.0, deadline - time.monotonic()))
-            if not session.done.is_set():
+            if session.settled.is_set() and not session.done.is_set():
                 log.warning("%s: a read is still blocked after %.1f s; leaving it to release the device when it returns", self.name, timeout)
         with self._lock:
             self._stats.connected = False
@@ -270,11 +294,11 @@ class FrameGrabber:
         session.thread.start()
         return session
 
-    def _wait_settled(self, session: _Session) -> bool:
+    def _wait_settled(self, session: _Session, cancel: threading.Event | None = None) -> bool:
         """Wait for ``open()`` to return; False (and the session abandoned) if it takes too long or we stop."""
         deadline = time.monotonic() + self.spec.open_timeout_s + 1.0
         while not session.settled.wait(POLL_S):
-            if self._stop.is_set() or time.monotonic() > deadline:
+            if self._stop.is_set() or (cancel is not None and cancel.is_set()) or time.monotonic() > deadline:
                 session.abandoned = True
                 return False
         return True
@@ -307,7 +331,7 @@ class FrameGrabber:
                 if image is None or session.abandoned:
                     break
                 session.last_activity = now
-                if not self._deliver(session, image, now):
+                if not self._deliver(session, image, now, getattr(source, "current_file", None)):
                     break
                 session.frames += 1
                 if interval:
@@ -332,26 +356,30 @@ class FrameGrabber:
             fps = REALTIME_FALLBACK_FPS
         return 1.0 / float(fps)
 
-    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray | None, float]:
-        """``prepare(image)`` and its time in ms; (None, 0) without ``prepare`` or when it fails (logged once)."""
-        if self.prepare is None:
-            return None, 0.0
+    def _prepared(self, image: np.ndarray) -> tuple[np.ndarray | None, float, int]:
+        """``prepare(image)``, its time in ms and the generation of ``prepare`` used; (None, 0) without ``prepare`` or when it fails (logged once)."""
+        with self._lock:
+            prepare, generation = self.prepare, self._prepare_generation
+        if prepare is None:
+            return None, 0.0, generation
         t = time.perf_counter()
         try:
-            tensor = self.prepare(image)
+            tensor = prepare(image)
         except Exception as exc:
             self._prepare_failures += 1
             if self._prepare_failures == 1:
                 log.warning("%s: preparing a frame on the capture thread failed (%s); the frame loop will prepare such frames", self.name, exc)
-            return None, 0.0
-        return tensor, (time.perf_counter() - t) * 1e3
+            return None, 0.0, generation
+        return tensor, (time.perf_counter() - t) * 1e3, generation
 
-    def _deliver(self, session: _Session, image: np.ndarray, captured_at: float) -> bool:
-        tensor, prepare_ms = self._prepared(image)
+    def _deliver(self, session: _Session, image: np.ndarray, captured_at: float, file: str | None = None) -> bool:
+        tensor, prepare_ms, generation = self._prepared(image)
         with self._lock:
             if session.abandoned or self._stop.is_set():
                 return False
-            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms)
+            if generation != self._prepare_generation:  # prepared for the model that was just replaced
+                tensor, prepare_ms = None, 0.0
+            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file)
             self._next_index += 1
             self._stats.captured += 1
             self._stats.last_frame_time = captured_at

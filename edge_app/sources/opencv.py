@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,9 @@ log = logging.getLogger(__name__)
 # How long OpenCV's own FFmpeg timeout waits beyond the grabber's watchdog: the watchdog fires
 # first and reopens; the backend timeout only makes sure an abandoned read returns eventually.
 BACKEND_TIMEOUT_GRACE_S = 2.0
+# A video file's unreadable frames (corrupt packets) are skipped; this many failed reads in a row,
+# or the position reaching the frame count the header announces, is the real end of the file.
+MAX_BAD_FRAMES_IN_A_ROW = 50
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -48,11 +52,13 @@ class OpenCVSource:
         self.fps: float | None = None  # native frame rate once open (None if the backend does not say)
         self.frame_count: int | None = None  # frames the file's header announces
         self.frames_read = 0
+        self.skipped = 0  # unreadable frames of a video file skipped since open() (the grabber counts them)
         self._cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         self.close()
         self.frames_read = 0
+        self.skipped = 0
         if self.mode == "file":
             cap = self._open_file(Path(str(self.spec.target)))
         elif self.mode == "stream":
@@ -90,12 +96,19 @@ class OpenCVSource:
                 read_prop,
                 int((self.spec.read_timeout_s + BACKEND_TIMEOUT_GRACE_S) * 1000),
             ]
+        started = time.monotonic()
         cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params) if params else cv2.VideoCapture(url)
         if not cap.isOpened():
             cap.release()
+            elapsed = time.monotonic() - started
+            timeout = self.spec.open_timeout_s
+            if elapsed < 0.9 * timeout:  # it failed by itself: say so instead of blaming the timeout
+                why = f"it failed after {elapsed:.1f} s (connection refused, host unreachable, a wrong path or not a video stream)"
+            else:
+                why = f"no answer within {timeout:g} s (the host is down, a firewall drops it, or it is slow to start)"
             raise SourceError(
-                f"stream {redact_url(url)} could not be opened within {self.spec.open_timeout_s:g} s: check the URL, "
-                "the network and that the camera is streaming (try it with ffplay or VLC)"
+                f"stream {redact_url(url)} could not be opened: {why}; check the URL, the network and that the camera is streaming "
+                "(try it with ffplay or VLC; -v shows FFmpeg's own messages)"
             )
         return cap
 
@@ -127,18 +140,45 @@ class OpenCVSource:
         cap = self._cap
         if cap is None:
             return None
-        ok, image = cap.read()
-        if not ok or image is None:
-            if self.mode == "file" and self.frame_count is not None and self.frames_read < self.frame_count:
-                log.warning(
-                    "%s ended after %d of the %d frames its header announces: the file is truncated or corrupt; the frames before the damage were delivered",
-                    self.name,
-                    self.frames_read,
-                    self.frame_count,
-                )
-            return None
+        ok, frame = cap.read()
+        image: np.ndarray | None = frame if ok else None
+        if image is None:
+            if self.mode != "file":
+                return None
+            image = self._skip_bad_frames(cap)
+            if image is None:
+                if self.frame_count is not None and self.frames_read + self.skipped < self.frame_count:
+                    log.warning(
+                        "%s ended after %d of the %d frames its header announces: the file is truncated or corrupt; "
+                        "the frames before the damage were delivered",
+                        self.name,
+                        self.frames_read,
+                        self.frame_count,
+                    )
+                return None
         self.frames_read += 1
         return as_bgr(np.asarray(image))
+
+    def _skip_bad_frames(self, cap: cv2.VideoCapture) -> np.ndarray | None:
+        """After a failed read of a file: the next readable frame (the bad ones counted in ``skipped``), or None at the end."""
+        failed = 1
+        while failed < MAX_BAD_FRAMES_IN_A_ROW:
+            position = cap.get(cv2.CAP_PROP_POS_FRAMES)
+            if self.frame_count is not None and position >= self.frame_count:
+                return None  # the real end
+            ok, image = cap.read()
+            if ok and image is not None:
+                self.skipped += failed
+                log.warning(
+                    "%s: skipped %d unreadable frame(s) before frame %d (corrupt data in the file; %d skipped so far)",
+                    self.name,
+                    failed,
+                    self.frames_read + self.skipped,
+                    self.skipped,
+                )
+                return np.asarray(image)
+            failed += 1
+        return None
 
     def close(self) -> None:
         cap, self._cap = self._cap, None

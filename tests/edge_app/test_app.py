@@ -117,10 +117,16 @@ def test_every_frame_is_classified_like_classifier_classify_and_logged(tmp_path,
     direct_acc = np.mean([classifier.classify(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[0].id == y for img, y in zip(images, labels, strict=True)])
     assert abs(logged_acc - direct_acc) <= 0.1, (logged_acc, direct_acc)
     # each record is complete, and `changed` marks exactly the label changes
+    # headless with only a log: nothing draws, so no draw time is reported; every record names its source and model
+    model_id = app.status()["model_id"]
+    assert model_id.startswith("cifar10@") and len(model_id) == len("cifar10@") + 8
     for r in records:
-        assert set(r["latency_ms"]) == {"capture", "preprocess", "invoke", "draw", "total"}
+        assert set(r["latency_ms"]) == {"capture", "preprocess", "invoke", "total"}
         lat = r["latency_ms"]
-        assert lat["total"] + 0.05 >= lat["capture"] + lat["preprocess"] + lat["invoke"] + lat["draw"]
+        assert lat["total"] + 0.05 >= lat["capture"] + lat["preprocess"] + lat["invoke"]
+        assert r["source"] == f"video file {video}" and r["model"] == model_id and "file" not in r
+    # the first frame has no rate yet: null, not a made-up 0.0
+    assert records[0]["fps"] is None and all(r["fps"] > 0 for r in records[1:])
     tops = [r["top"][0]["label"] for r in records]
     assert [r["changed"] for r in records] == [True] + [a != b for a, b in itertools.pairwise(tops)]
     status = app.status()

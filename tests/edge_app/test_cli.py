@@ -18,28 +18,11 @@ from edge_app.config import field_specs
 from edge_app.delegates import NO_EDGETPU
 from edge_app.errors import ExitCode
 from edge_app.outputs.display import opencv_gui_backend
+from tests.edge_app.helpers import edge_app, env, one_error_line
 
 pytestmark = pytest.mark.timeout(60)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def env() -> dict[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "DISPLAY", "WAYLAND_DISPLAY")}
-    return {**clean, "PYTHONPATH": str(REPO)}
-
-
-def edge_app(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_app", *args], capture_output=True, text=True, timeout=timeout, env=env(), check=False)
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The single ``edge-app: error:`` line (the last line of stderr), asserting there is no traceback."""
-    assert "Traceback" not in result.stderr, result.stderr
-    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("edge-app: error:")]
-    assert len(errors) == 1, result.stderr
-    assert result.stderr.rstrip().splitlines()[-1] == errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

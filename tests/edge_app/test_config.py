@@ -125,9 +125,10 @@ def test_describe_masks_secrets() -> None:
 
 def test_parse_hostport() -> None:
     assert parse_hostport("127.0.0.1:8080") == ("127.0.0.1", 8080)
-    everywhere = "0.0.0.0"  # noqa: S104 - what an empty host means
-    assert parse_hostport(":9000") == (everywhere, 9000)
-    assert parse_hostport("8080") == (everywhere, 8080)
+    # a bare port never serves beyond this machine: every interface is asked for by name
+    assert parse_hostport(":9000") == ("127.0.0.1", 9000)
+    assert parse_hostport("8080") == ("127.0.0.1", 8080)
+    assert parse_hostport("0.0.0.0:8080") == ("0.0.0.0", 8080)  # noqa: S104
     assert parse_hostport("[::1]:81") == ("::1", 81)
     with pytest.raises(ValueError, match="HOST:PORT"):
         parse_hostport("host:http")
