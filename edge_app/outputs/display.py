@@ -4,15 +4,22 @@ Keys: ``q`` or Esc quits (``quit_requested``), ``s`` saves the shown image as a 
 ``snapshot_dir``, space pauses and resumes (``paused``: the window keeps the frozen frame with a
 banner and new frames are not shown). Closing the window also quits. Without GUI support in
 OpenCV or without a display, opening the sink fails with a one-line ``OutputError``.
+
+A ``$DISPLAY`` that is set but unusable (no X server there, not authorised, a stale ``ssh -X``
+forward) would make OpenCV's Qt abort the whole process (exit 134) inside ``namedWindow``; the display
+is therefore first connected to with libxcb, exactly as Qt connects, and a failure is the same
+one-line error.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import cv2
@@ -39,12 +46,54 @@ def opencv_gui_backend() -> str | None:
     return "unknown"  # older builds do not print a GUI line: let namedWindow decide
 
 
-def check_display(env: Mapping[str, str] | None = None, platform: str | None = None) -> None:
-    """Raise ``OutputError`` when a Linux/BSD session has no X11 or Wayland display to open a window on."""
+XCB_ERRORS = {
+    1: "no X server answers there, or it refused the connection (not authorised: check xauth / XAUTHORITY)",
+    2: "the X server lacks a required extension",
+    3: "out of memory while connecting",
+    5: "the display name cannot be parsed",
+    6: "the X server has no such screen",
+}
+
+
+def x_display_error(display: str) -> str | None:
+    """Why the X display ``display`` cannot be used, or None when libxcb connects to it (as Qt's xcb plugin does)."""
+    name = ctypes.util.find_library("xcb")
+    if name is None:
+        return "libxcb is not installed, and the window needs it (sudo apt install libxcb1)"
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        return f"libxcb cannot be loaded ({exc})"
+    lib.xcb_connect.restype = ctypes.c_void_p
+    lib.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    lib.xcb_connection_has_error.restype = ctypes.c_int
+    lib.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    lib.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = lib.xcb_connect(display.encode(), None)  # never NULL: a failed connection carries its error
+    try:
+        code = int(lib.xcb_connection_has_error(conn))
+    finally:
+        lib.xcb_disconnect(conn)
+    return None if code == 0 else XCB_ERRORS.get(code, f"libxcb error {code}")
+
+
+def check_display(
+    env: Mapping[str, str] | None = None, platform: str | None = None, probe: Callable[[str], str | None] = x_display_error, backend: str | None = None
+) -> None:
+    """Raise ``OutputError`` when a Linux/BSD session has no usable X11 or Wayland display to open a window on."""
     env = os.environ if env is None else env
     platform = sys.platform if platform is None else platform
-    if platform.startswith(("linux", "freebsd", "openbsd")) and not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+    if not platform.startswith(("linux", "freebsd", "openbsd")):
+        return
+    display, wayland = env.get("DISPLAY"), env.get("WAYLAND_DISPLAY")
+    if not display and not wayland:
         raise OutputError("no display to open a window on ($DISPLAY is not set); run from a desktop session or `ssh -X`, or run with --headless")
+    backend = (backend if backend is not None else opencv_gui_backend() or "").upper()
+    if not display or (wayland and "QT" not in backend):
+        return  # GTK talks to Wayland itself; OpenCV's Qt builds have only the xcb (X11) platform
+    why = probe(display)
+    if why is not None:
+        raise OutputError(f"cannot open a window on display {display}: {why}; start the desktop session, fix $DISPLAY, or run with --headless")
 
 
 def check_gui() -> None:

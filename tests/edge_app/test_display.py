@@ -15,9 +15,10 @@ import pytest
 
 from converter.data import Dataset
 from edge_app.errors import ExitCode, OutputError
-from edge_app.outputs.display import DisplaySink, KeyControls, check_display, check_gui, opencv_gui_backend
+from edge_app.outputs.display import DisplaySink, KeyControls, check_display, check_gui, opencv_gui_backend, x_display_error
 from edge_app.outputs.draw import draw_overlay
 from tests.edge_app.framekit import classify_frames
+from tests.edge_app.helpers import edge_app, one_error_line
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,8 +42,11 @@ def test_headless_opencv_is_a_one_line_actionable_error() -> None:
 def test_missing_display_is_a_one_line_actionable_error() -> None:
     with pytest.raises(OutputError, match=r"\$DISPLAY is not set.*--headless"):
         check_display(env={}, platform="linux")
-    check_display(env={"DISPLAY": ":0"}, platform="linux")
-    check_display(env={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux")
+    check_display(env={"DISPLAY": ":0"}, platform="linux", probe=lambda display: None)
+    with pytest.raises(OutputError, match=r"cannot open a window on display :0: not authorised; .*--headless"):
+        check_display(env={"DISPLAY": ":0"}, platform="linux", probe=lambda display: "not authorised", backend="QT5")
+    check_display(env={"WAYLAND_DISPLAY": "wayland-0"}, platform="linux", backend="GTK3")
+    check_display(env={"WAYLAND_DISPLAY": "wayland-0", "DISPLAY": ":0"}, platform="linux", probe=lambda d: "down", backend="GTK3")  # GTK uses Wayland
     check_display(env={}, platform="darwin")
     check_display(env={}, platform="win32")
 
@@ -110,6 +114,31 @@ def test_real_window_under_xvfb(tmp_path: Path, shown: np.ndarray) -> None:
     out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok 1")
+
+
+def test_x_display_probe_on_a_real_x_server_and_on_none() -> None:
+    """libxcb connects to a real Xvfb and fails, without aborting the process, where no X server listens."""
+    assert XVFB is not None, "xvfb-run is not installed (apt-get install xvfb; tests/setup.sh installs it)"
+    code = "import os\nfrom edge_app.outputs.display import x_display_error\nprint(x_display_error(os.environ['DISPLAY']))\n"
+    out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0 and out.stdout.strip() == "None", out.stdout + out.stderr
+    assert "no X server answers there" in (x_display_error(unused_display()) or "")
+
+
+@pytest.mark.skipif(opencv_gui_backend() is None, reason="needs a GUI OpenCV (the headless build refuses before any display is tried)")
+def test_a_set_but_unusable_display_is_one_line_not_a_qt_abort(tmp_path: Path, cifar10_val: Dataset, write_video) -> None:
+    clip = write_video(tmp_path / "clip.avi", cifar10_val.x[:3])
+    display = unused_display()
+    result = edge_app("--source", str(clip), extra_env={"DISPLAY": display})
+    assert result.returncode == ExitCode.OUTPUT, result.stderr  # not 134 (SIGABRT inside Qt)
+    line = one_error_line(result)
+    assert f"cannot open a window on display {display}" in line and "--headless" in line
+
+
+def unused_display() -> str:
+    """``:N`` for an X display number no server uses here."""
+    n = next(n for n in range(77, 200) if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists())
+    return f":{n}"
 
 
 def test_check_gui_agrees_with_the_build() -> None:

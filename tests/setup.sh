@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Everything the test suite needs on a fresh Debian/Ubuntu machine (or Raspberry Pi OS), in one place:
+# the system packages, then .venv with the project and its test tools. `.ci/run` runs this, then the tests.
+#
+#   bash tests/setup.sh            # then: .venv/bin/python -m pytest
+#
+# One OpenCV per environment: the test venv gets the GUI build ([gui], opencv-python), so the real-window
+# test runs under Xvfb; the headless build is tested in its own fresh venv by tests/test_packaging.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# System packages the tests use: real data (Fashion-MNIST), real services and tools (systemd-analyze,
+# shellcheck, mosquitto, chromium, Xvfb and libxcb for the window), the venv module.
+apt_needed=()
+[ -d /usr/share/datasets/fashion-mnist ] || apt_needed+=(dataset-fashion-mnist)
+command -v systemd-analyze >/dev/null || apt_needed+=(systemd)
+command -v shellcheck >/dev/null || apt_needed+=(shellcheck)
+command -v mosquitto >/dev/null || apt_needed+=(mosquitto)
+command -v chromium >/dev/null || apt_needed+=(chromium)
+command -v Xvfb >/dev/null || apt_needed+=(xvfb)
+command -v xvfb-run >/dev/null || apt_needed+=(xvfb)
+command -v openssl >/dev/null || apt_needed+=(openssl)
+[ -n "$(ldconfig -p 2>/dev/null | grep 'libxcb.so.1 ')" ] || apt_needed+=(libxcb1)
+python3 -c "import ensurepip, venv" 2>/dev/null || apt_needed+=(python3-venv)
+if [ "${#apt_needed[@]}" -gt 0 ]; then
+    echo "setup: apt-get install ${apt_needed[*]}"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${apt_needed[@]}" >/dev/null
+fi
+
+# The project and its test tools in .venv. [gui] and never [headless] beside it: both install the cv2
+# module and the one installed last silently wins.
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[workstation,gui,integrations,dev]"
+# MediaPipe Tasks, to check that converted models load in its ImageClassifier (tests/converter/test_metadata.py).
+# Without its dependencies: they would add opencv-contrib-python, a second OpenCV.
+.venv/bin/python -m pip install -q --no-deps mediapipe==0.10.35
+
+# Exactly one OpenCV distribution, or the window test would test whichever happened to win.
+.venv/bin/python - <<'PY'
+import sys
+from edge_app.opencv_check import conflict_message, opencv_distributions
+found = opencv_distributions()
+if found != ["opencv-python"]:
+    sys.exit(f"setup: expected exactly opencv-python in .venv, found {found}: {conflict_message(found) or ''}")
+PY
+echo "setup: ready; run the tests with: .venv/bin/python -m pytest"
