@@ -32,7 +32,8 @@ def test_a_second_opencv_beside_this_one_is_warned_about_at_start(tmp_path: Path
     dist_info.mkdir(parents=True)
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {other}\nVersion: 4.99.0\n")
     clip = write_video(tmp_path / "clip.avi", cifar10_val.x[:2])
-    result = edge_app("--source", str(clip), "--headless", "--max-frames", "1", extra_env={"PYTHONPATH": f"{Path(__file__).resolve().parents[2]}:{tmp_path / 'site'}"})
+    path = f"{Path(__file__).resolve().parents[2]}:{tmp_path / 'site'}"
+    result = edge_app("--source", str(clip), "--headless", "--max-frames", "1", extra_env={"PYTHONPATH": path})
     assert result.returncode == 0, result.stderr
     assert "share one cv2 module" in result.stderr and other in result.stderr
 
