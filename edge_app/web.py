@@ -12,12 +12,17 @@ stops reading is dropped without affecting anyone else. ``close()`` first encode
 if no viewer has it yet and lets every viewer send it, then ends the streams: a short run still
 reaches the viewers that watched it. With ``token`` set, every route except
 ``/healthz`` needs ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (for browsers).
+
+Connections go through ``webgate.GatedHTTPServer``: a request head must arrive whole within
+``header_timeout_s``, at most ``max_active`` requests (viewers included) are served at once, and
+``/healthz`` is always answered, so slow or hostile clients cannot exhaust threads.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import io
 import json
 import logging
 import select
@@ -26,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,6 +41,7 @@ import numpy as np
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.outputs.draw import draw_overlay
+from edge_app.webgate import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_ACTIVE, Arrived, GatedHTTPServer, GatedHTTPServerV6, Prefixed
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -146,10 +152,6 @@ class _StatusCollector:
             yield GaugeMetricFamily("edge_app_uptime_seconds", "Seconds since the app started", value=float(s["uptime_s"]))
 
 
-class _ServerV6(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
 class WebServer:
     """Serves the live view (see the module doc). ``start()`` binds; ``port`` is the real port."""
 
@@ -165,6 +167,8 @@ class WebServer:
         annotate: bool = True,
         health_timeout_s: float = 5.0,
         client_timeout_s: float = 10.0,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        max_active: int = DEFAULT_MAX_ACTIVE,
         title: str = "edge-app",
     ) -> None:
         if not max_fps > 0:
@@ -182,6 +186,8 @@ class WebServer:
         self.annotate = annotate
         self.health_timeout_s = health_timeout_s
         self.client_timeout_s = client_timeout_s
+        self.header_timeout_s = header_timeout_s
+        self.max_active = max_active
         self.title = title
         self.encoded = 0  # JPEGs made (shared by all viewers)
         self.writes = 0
@@ -198,7 +204,7 @@ class WebServer:
         self._viewers = 0
         self._closing = threading.Event()  # close() began: the encoder does its last frame and ends
         self._stopping = threading.Event()  # the encoder is done: viewers send what they have not sent yet and end
-        self._server: ThreadingHTTPServer | None = None
+        self._server: GatedHTTPServer | None = None
         self._encoder: threading.Thread | None = None
         self._threads: list[threading.Thread] = []
         self.metrics = _Metrics(self._safe_status, lambda: self._viewers) if HAVE_PROMETHEUS else None
@@ -214,14 +220,15 @@ class WebServer:
         if self._server is not None:
             return self
         handler = _make_handler(self)
-        server_cls = _ServerV6 if ":" in self.host else ThreadingHTTPServer
+        server_cls = GatedHTTPServerV6 if ":" in self.host else GatedHTTPServer
         try:
-            server = server_cls((self.host, self.port), handler, bind_and_activate=True)
+            server = server_cls(
+                (self.host, self.port), handler, header_timeout_s=self.header_timeout_s, max_active=self.max_active, cheap_paths=PUBLIC_PATHS
+            )
         except OSError as exc:
             raise OutputError(
                 f"cannot serve the web view on {self.host}:{self.port}: {exc.strerror or exc}; choose another port or stop the program using it"
             ) from exc
-        server.daemon_threads = True
         self._server = server
         self.port = int(server.server_address[1])
         if self.metrics is None:
@@ -405,6 +412,15 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
         server_version = "edge-app"
         sys_version = ""
         timeout = web.client_timeout_s  # socket timeout: a client that stops reading is dropped
+
+        def setup(self) -> None:
+            """The gate already read the request head: serve it from that buffer, then from the socket."""
+            arrived = self.request
+            if isinstance(arrived, Arrived):
+                self.request = arrived.sock
+            super().setup()
+            if isinstance(arrived, Arrived):
+                self.rfile = io.BufferedReader(Prefixed(arrived.head, self.connection))
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)
