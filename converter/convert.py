@@ -61,13 +61,17 @@ class EdgeTpuReport:
 
 
 def edgetpu_report(path: Path) -> EdgeTpuReport:
-    """Whether every op is int8 and on the Edge TPU's list and every shape is static."""
-    import tensorflow as tf  # noqa: PLC0415
+    """Whether every op is int8 and on the Edge TPU's list and every shape is static.
 
-    interp = tf.lite.Interpreter(
-        model_path=str(path), experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
-    interp.allocate_tensors()
+    Read with LiteRT's interpreter (TensorFlow's ``tf.lite.Interpreter`` is deprecated and says so on stderr).
+    """
+    from ai_edge_litert import interpreter as litert  # noqa: PLC0415
+
+    from edge_app.runtime import native_stderr_as_debug  # noqa: PLC0415
+
+    with native_stderr_as_debug("litert"):
+        interp = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     problems: list[str] = []
     ops = []

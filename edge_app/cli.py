@@ -4,6 +4,7 @@
     edge-app --check-config --config FILE       validate the config (exit 0) or say what is wrong
     edge-app bench [--source FILE] [--json]     per-stage latency, the naive-loop comparison and,
                                                 with --viewers N, the cost of N MJPEG viewers
+    edge-app soak [--duration S] [--viewers N]  the app's resident memory over minutes of streaming
 
 Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
 file. Logging goes to stderr and is configured here only. OpenCV is imported only after the flags
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import __version__
+from edge_app.allocator import tune_malloc
 from edge_app.config import AppConfig, field_specs, load_config
 from edge_app.errors import EdgeAppError, ExitCode, ModelError
 from edge_app.model import resolve_model
@@ -201,6 +203,7 @@ def run(argv: Sequence[str]) -> int:
         overrides = {k: v for k, v in vars(args).items() if k not in reserved}
         config = load_config(args.config, overrides)
         load_opencv(verbose=args.verbose > 0 or args.debug)
+        tune_malloc()  # before the first frame: keeps a months-long run's memory flat
         if args.check_config:
             return check_config(config, args.config)
         from edge_app.app import App  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
@@ -217,6 +220,7 @@ def run_bench(argv: Sequence[str]) -> int:
         return report(exc, debug=False)
     from edge_app import bench  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
 
+    tune_malloc()  # the bench measures the app as it runs
     parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
     bench.add_arguments(parser)
     add_logging_flags(parser)
@@ -228,9 +232,25 @@ def run_bench(argv: Sequence[str]) -> int:
         return report(exc, args.debug)
 
 
+def run_soak(argv: Sequence[str]) -> int:
+    from edge_app import soak  # noqa: PLC0415 - a workstation tool, imported only when asked for
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} soak", description=soak.DESCRIPTION)
+    soak.add_arguments(parser)
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet, args.debug)
+    try:
+        return soak.run(args)
+    except (KeyboardInterrupt, Exception) as exc:
+        return report(exc, args.debug)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``edge-app`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "bench":
         return run_bench(args[1:])
+    if args and args[0] == "soak":
+        return run_soak(args[1:])
     return run(args)

@@ -11,6 +11,7 @@ import numpy as np
 
 from edge_app.errors import SourceError
 from edge_app.sources.base import SourceSpec, is_stream_url, redact_url
+from edge_app.sources.framepool import FramePool
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class OpenCVSource:
         self.frames_read = 0
         self.skipped = 0  # unreadable frames of a video file skipped since open() (the grabber counts them)
         self._cap: cv2.VideoCapture | None = None
+        self.pool = FramePool()  # decoded frames go into recycled buffers
 
     def open(self) -> None:
         self.close()
@@ -140,8 +142,11 @@ class OpenCVSource:
         cap = self._cap
         if cap is None:
             return None
-        ok, frame = cap.read()
+        recycled = self.pool.free()
+        ok, frame = cap.read(recycled) if recycled is not None else cap.read()
         image: np.ndarray | None = frame if ok else None
+        if image is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+            self.pool.keep(image, recycled)
         if image is None:
             if self.mode != "file":
                 return None
@@ -181,6 +186,7 @@ class OpenCVSource:
         return None
 
     def close(self) -> None:
+        self.pool.clear()
         cap, self._cap = self._cap, None
         if cap is not None:
             cap.release()

@@ -107,3 +107,15 @@ def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("convert-model: error: cannot load")
+
+
+def test_quiet_conversion_prints_only_its_result(tiny_edge_run: tuple[Path, dict[str, object]], tmp_path: Path) -> None:
+    """-q: no TensorFlow or LiteRT chatter (deprecation warnings, delegate INFO lines), only the JSON summary on stdout."""
+    run, _ = tiny_edge_run
+    proc = subprocess.run(
+        [sys.executable, "-m", "converter.convert", str(run / "model.keras"), "--data", "fashion-mnist", "--out", str(tmp_path / "q"), "-q", "--allow-drop"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr
+    assert json.loads(proc.stdout)["out"] == str(tmp_path / "q")
