@@ -115,7 +115,7 @@ def status(port: int) -> dict[str, Any]:
 
 
 def soak(
-    source: Path, duration_s: float, viewers: int, interval_s: float, extra_args: list[str], env: dict[str, str] | None = None, realtime: bool = False
+    source: Path, duration_s: float, viewers: int, interval_s: float, *, extra_args: list[str], env: dict[str, str] | None = None, realtime: bool = False
 ) -> SoakReport:
     port = free_port()
     cmd = [sys.executable, "-m", "edge_app", "--source", str(source), "--loop", "--headless", "-q", "--http", f"127.0.0.1:{port}"]
@@ -180,6 +180,6 @@ def run(args: argparse.Namespace) -> int:
             source = synthetic_video(Path(tmp) / "synthetic.avi")
         if not Path(source).is_file():
             raise SourceError(f"video file {source} does not exist: pass --source FILE or leave it out for a synthetic video")
-        report = soak(Path(source), args.duration, args.viewers, args.interval, list(args.app_args), env=dict(os.environ), realtime=args.realtime)
+        report = soak(Path(source), args.duration, args.viewers, args.interval, extra_args=list(args.app_args), env=dict(os.environ), realtime=args.realtime)
     print(json.dumps(report.to_json(), indent=2) if args.json else format_report(report))
     return 0
