@@ -14,6 +14,12 @@ Three measurements on the same video and model:
   processes (so their socket reads do not take the app's GIL) that count the JPEG parts they
   receive without decoding them, as a browser on another machine would.
 
+Every loop also reports its CPU time per frame (the process's CPU seconds, all threads, over the
+frames), the figure that matters on a Raspberry Pi where the camera sets the frame rate; the
+decode-only ceiling (read and decode the video as fast as possible, nothing else) is the physical
+limit both loops are measured against; and ``--rate R`` runs the pipeline paced at R frames a
+second, as a camera would, and reports its share of one core.
+
 ``--source synthetic`` (the default) writes a 640x480 MJPG video of moving shapes to a temporary
 folder first, so the benchmark needs no camera and no data.
 """
@@ -33,7 +39,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,6 +86,18 @@ class LoopResult:
     fps: float
     stages: dict[str, StageStats]
     labels: list[str] = field(default_factory=list, repr=False)
+    cpu_ms_per_frame: float = math.nan  # process CPU time (every thread) per frame
+
+
+@dataclass
+class PacedRun:
+    """The pipeline paced at ``rate`` frames a second (``--rate``): what a camera at that rate costs."""
+
+    rate: float
+    frames: int
+    seconds: float
+    cpu_ms_per_frame: float
+    core_pct: float  # CPU seconds over wall seconds, in percent of one core
 
 
 @dataclass
@@ -100,6 +118,8 @@ class BenchReport:
     peak_rss_mb: float | None
     labels_agree: float  # share of frames where the pipeline and the naive loop gave the same top-1
     drawn: bool = False  # both loops drew the overlay (--draw); otherwise headless
+    decode: LoopResult | None = None  # the decode-only ceiling: read and decode, nothing else
+    paced: PacedRun | None = None  # with --rate R
     viewers: ViewerComparison | None = None  # with --viewers N
     repeats: Repeats | None = None  # with --repeat N > 1: every run's headline figures and their medians
 
@@ -254,12 +274,50 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     """The real ``App`` on ``config`` (headless, max_frames set); its per-stage timings and start-up time."""
     recorder = _Recorder(draw)
     started = time.monotonic()
+    cpu = time.process_time()
     app = App(config, extra_sinks=[recorder, *extra_sinks], handle_signals=False, notifier=Notifier({}))
     app.run()
+    cpu = time.process_time() - cpu
     startup = (app.first_result_at - started) if app.first_result_at is not None else math.nan
     stages = {s: StageStats.of([r.latency_ms[s] for r in recorder.results]) for s in STAGES}
     labels = [r.label or "" for r in recorder.results]
-    return LoopResult(len(recorder.results), _fps(recorder.done), stages, labels), startup, app
+    n = len(recorder.results)
+    return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan), startup, app
+
+
+def run_decode(video: Path, frames: int) -> LoopResult:
+    """The decode-only ceiling: ``VideoCapture.read()`` as fast as it goes, nothing else (what no loop can beat)."""
+    cap = cv2.VideoCapture(str(video))
+    done: list[float] = []
+    reads: list[float] = []
+    cpu = time.process_time()
+    try:
+        for _ in range(frames):
+            t = time.perf_counter()
+            ok, _frame = cap.read()
+            if not ok:
+                break
+            now = time.perf_counter()
+            reads.append((now - t) * 1e3)
+            done.append(now)
+    finally:
+        cap.release()
+    cpu = time.process_time() - cpu
+    n = len(done)
+    return LoopResult(n, _fps(done), {"capture": StageStats.of(reads)}, [], round(cpu * 1e3 / n, 3) if n else math.nan)
+
+
+def run_paced(config: AppConfig, rate: float, seconds: float, workdir: Path) -> PacedRun:
+    """The pipeline on a synthetic video written at ``rate`` fps and paced at it (``--realtime``) for ``seconds``."""
+    frames = max(2, round(rate * seconds))
+    video = synthetic_video(workdir / f"paced-{rate:g}.avi", frames, fps=rate)
+    paced = replace(config, source=str(video), realtime=True, max_frames=frames)
+    started, cpu = time.monotonic(), time.process_time()
+    app = App(paced, handle_signals=False, notifier=Notifier({}))
+    app.run()
+    cpu, wall = time.process_time() - cpu, time.monotonic() - started
+    n = max(1, app.frames)
+    return PacedRun(rate, app.frames, round(wall, 2), round(cpu * 1e3 / n, 3), round(100.0 * cpu / wall, 2) if wall > 0 else math.nan)
 
 
 def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -> LoopResult:
@@ -270,6 +328,7 @@ def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     labels: list[str] = []
     done: list[float] = []
+    cpu = time.process_time()
     try:
         for i in range(frames):
             t0 = time.perf_counter()
@@ -293,7 +352,9 @@ def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -
             done.append(t4)
     finally:
         cap.release()
-    return LoopResult(len(done), _fps(done), {s: StageStats.of(v) for s, v in times.items()}, labels)
+    cpu = time.process_time() - cpu
+    n = len(done)
+    return LoopResult(n, _fps(done), {s: StageStats.of(v) for s, v in times.items()}, labels, round(cpu * 1e3 / n, 3) if n else math.nan)
 
 
 def peak_rss_mb() -> float | None:
@@ -441,6 +502,8 @@ def benchmark(
     viewers: int = 0,
     rounds: int = 3,
     draw: bool = False,
+    rate: float | None = None,
+    rate_seconds: float = 10.0,
 ) -> BenchReport:
     """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
@@ -467,6 +530,8 @@ def benchmark(
         pipeline, startup, app = run_pipeline(config, draw=draw)
         rss = peak_rss_mb()
         naive = run_naive(video, config, pipeline.frames, draw=draw)
+        decode = run_decode(video, pipeline.frames)
+        paced = run_paced(config, rate, rate_seconds, Path(tmp)) if rate else None
         compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier
     assert classifier is not None and app.files is not None and app.acceleration is not None
@@ -491,6 +556,8 @@ def benchmark(
         peak_rss_mb=rss,
         labels_agree=round(agree, 4),
         drawn=draw,
+        decode=decode,
+        paced=paced,
         viewers=compared,
     )
 
@@ -519,7 +586,20 @@ def format_table(r: BenchReport) -> str:
         f"overhead    {r.overhead_pct:+8.0f} %  (pipeline time per frame over bare invoke)",
         f"start-up    {r.startup_s:8.2f} s   to the first inference (model load, source open, first frame)",
         f"peak RSS    {r.peak_rss_mb if r.peak_rss_mb is not None else float('nan'):8.1f} MB",
+        f"CPU/frame   {r.pipeline.cpu_ms_per_frame:8.3f} ms pipeline, {r.naive.cpu_ms_per_frame:.3f} ms naive loop (process CPU time, every thread)",
     ]
+    if r.decode is not None:
+        share = r.pipeline.fps / r.decode.fps if r.decode.fps > 0 else math.nan
+        lines.append(
+            f"decode only {r.decode.fps:8.1f} FPS, {r.decode.cpu_ms_per_frame:.3f} ms CPU/frame: the ceiling (read and decode, nothing else); "
+            f"the pipeline reaches {share:.2f} of it"
+        )
+    paced = r.paced
+    if paced is not None:
+        lines.append(
+            f"at {paced.rate:g} FPS    {paced.core_pct:8.2f} % of one core "
+            f"({paced.cpu_ms_per_frame:.3f} ms CPU/frame over {paced.frames} frames in {paced.seconds:g} s)"
+        )
     if r.repeats is not None:
         lines += ["", *format_repeats(r.repeats)]
     if r.viewers is not None:
@@ -578,6 +658,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, metavar="R", help="with --viewers: pairs of runs, alternating the order (default: 3)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N", help="run the whole benchmark N times and also report the medians (default: 1)")
     parser.add_argument("--draw", action="store_true", help="draw the overlay on every frame in both loops, as a display would (default: headless)")
+    parser.add_argument(
+        "--rate", type=float, metavar="FPS", help="also run the pipeline paced at FPS frames a second (a camera) and report its share of one core"
+    )
+    parser.add_argument("--rate-seconds", type=float, default=10.0, metavar="S", help="with --rate: how long the paced run lasts (default: 10)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
 
@@ -593,6 +677,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--rounds must be at least 1, got {args.rounds}")
     if args.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
+    if args.rate is not None and not 0 < args.rate <= 240:
+        raise ConfigError(f"--rate must be above 0 and at most 240 frames a second, got {args.rate}")
+    if args.rate_seconds <= 0:
+        raise ConfigError(f"--rate-seconds must be positive, got {args.rate_seconds}")
     reports = [
         benchmark(
             args.source,
@@ -605,6 +693,8 @@ def run(args: argparse.Namespace) -> int:
             viewers=args.viewers if i == args.repeat - 1 else 0,  # the viewer comparison repeats itself (--rounds)
             rounds=args.rounds,
             draw=args.draw,
+            rate=args.rate if i == args.repeat - 1 else None,
+            rate_seconds=args.rate_seconds,
         )
         for i in range(args.repeat)
     ]

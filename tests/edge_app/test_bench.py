@@ -134,3 +134,27 @@ def test_compare_viewers_table_in_process(tmp_path, cifar10_val, write_video) ->
     assert all(r.parts[0] > 0 and r.encoded > 0 for r in v.watched.runs)
     table = "\n".join(format_viewers(v))
     assert "0 viewers" in table and "1 viewers" in table and "difference" in table and f"{v.fps_diff_pct:+.1f}%" in table
+
+
+def test_bench_reports_cpu_per_frame_the_decode_ceiling_and_a_paced_run(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:30], repeat=2)
+    report = benchmark(str(video), frames=60, invoke_runs=20, rate=30.0, rate_seconds=2.0)
+    assert report.decode is not None and report.decode.frames == 60
+    # decoding alone is the ceiling: no loop that also classifies can be faster (5 % slack for timer noise)
+    assert report.decode.fps * 1.05 >= max(report.pipeline.fps, report.naive.fps)
+    for loop in (report.pipeline, report.naive, report.decode):
+        assert 0 < loop.cpu_ms_per_frame < 1000
+    assert report.decode.cpu_ms_per_frame < report.naive.cpu_ms_per_frame  # the naive loop decodes and also classifies
+    paced = report.paced
+    assert paced is not None and paced.rate == 30.0 and paced.frames == 60
+    assert 1.8 <= paced.seconds <= 6.0  # 60 frames at 30 a second, as a camera would deliver them
+    assert 0 < paced.core_pct < 200 and paced.cpu_ms_per_frame > 0
+    table = format_table(report)
+    assert "CPU/frame" in table and "decode only" in table and "at 30 FPS" in table and "% of one core" in table
+    data = report.to_json()
+    assert data["paced"]["core_pct"] == paced.core_pct and data["decode"]["fps"] == report.decode.fps
+
+
+def test_bench_rejects_a_bad_rate() -> None:
+    result = edge_app("bench", "--rate", "0")
+    assert result.returncode == ExitCode.CONFIG and "--rate must be above 0" in result.stderr and "Traceback" not in result.stderr
