@@ -24,7 +24,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any, Protocol
 
@@ -254,8 +254,22 @@ class App:
         self._last_label = None
         if self.grabber is not None:
             self.grabber.set_prepare(classifier.prepare)
+            need = self.grabber.spec.reduce_to
+            if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1]):
+                log.warning("the new model takes %dx%d, more than the reduced decode gives: restart edge-app to decode at a larger scale", *classifier.size)
         self.model_reloads += 1
         self._log_model(f"reloaded (was {old}):")
+        return True
+
+    def _decode_reduced(self) -> bool:
+        """Whether frames are decoded at reduced scale: ``decode = reduced`` and no configured output shows them (window, web view, snapshots)."""
+        c = self.config
+        if c.decode != "reduced":
+            return False
+        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--http", c.http), ("--snapshots", c.snapshots)) if on]
+        if shown:
+            log.warning("decode = reduced is ignored: %s shows the frames, so they are decoded at full size", " and ".join(shown))
+            return False
         return True
 
     def _open_outputs(self) -> None:
@@ -306,6 +320,8 @@ class App:
                 return 0
             spec = self.config.source_spec()
             assert self.classifier is not None
+            if self._decode_reduced():
+                spec = replace(spec, reduce_to=self.classifier.size)
             self.grabber = FrameGrabber(spec, prepare=self.classifier.prepare)  # preprocessing overlaps inference
             self.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
             if self._stop.is_set():

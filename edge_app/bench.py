@@ -56,6 +56,7 @@ from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.draw import draw_overlay
 from edge_app.runtime import get_runtime
+from edge_app.sources.opencv import REDUCED_FLAGS
 from edge_app.web import WebServer
 
 DESCRIPTION = "Benchmark the recognition pipeline (per-stage latency, FPS, memory) against the naive single-thread loop and bare invoke()."
@@ -285,18 +286,23 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan), startup, app
 
 
-def run_decode(video: Path, frames: int) -> LoopResult:
-    """The decode-only ceiling: ``VideoCapture.read()`` as fast as it goes, nothing else (what no loop can beat)."""
+def run_decode(video: Path, frames: int, reduction: int = 1) -> LoopResult:
+    """The decode-only ceiling: read and decode as fast as it goes, nothing else (what no loop can beat); with
+    ``reduction`` > 1 the MJPEG packets are decoded at that reduced scale, as ``--decode reduced`` does."""
     cap = cv2.VideoCapture(str(video))
+    if reduction > 1:
+        cap.set(cv2.CAP_PROP_FORMAT, -1)
     done: list[float] = []
     reads: list[float] = []
     cpu = time.process_time()
     try:
         for _ in range(frames):
             t = time.perf_counter()
-            ok, _frame = cap.read()
+            ok, packet = cap.read()
             if not ok:
                 break
+            if reduction > 1:
+                cv2.imdecode(packet.reshape(-1), REDUCED_FLAGS[reduction])
             now = time.perf_counter()
             reads.append((now - t) * 1e3)
             done.append(now)
@@ -504,6 +510,7 @@ def benchmark(
     draw: bool = False,
     rate: float | None = None,
     rate_seconds: float = 10.0,
+    decode: str = "full",
 ) -> BenchReport:
     """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
@@ -526,11 +533,13 @@ def benchmark(
             headless=True,
             max_frames=n,
             stats_interval=0.0,
+            decode=decode,
         )
         pipeline, startup, app = run_pipeline(config, draw=draw)
         rss = peak_rss_mb()
         naive = run_naive(video, config, pipeline.frames, draw=draw)
-        decode = run_decode(video, pipeline.frames)
+        assert app.grabber is not None
+        ceiling = run_decode(video, pipeline.frames, getattr(app.grabber.last_source, "reduction", 1))
         paced = run_paced(config, rate, rate_seconds, Path(tmp)) if rate else None
         compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier
@@ -556,7 +565,7 @@ def benchmark(
         peak_rss_mb=rss,
         labels_agree=round(agree, 4),
         drawn=draw,
-        decode=decode,
+        decode=ceiling,
         paced=paced,
         viewers=compared,
     )
@@ -661,6 +670,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rate", type=float, metavar="FPS", help="also run the pipeline paced at FPS frames a second (a camera) and report its share of one core"
     )
+    parser.add_argument(
+        "--decode", choices=("full", "reduced"), default="full", help="the pipeline's decode (edge-app --decode); the naive loop always decodes full frames"
+    )
     parser.add_argument("--rate-seconds", type=float, default=10.0, metavar="S", help="with --rate: how long the paced run lasts (default: 10)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
@@ -695,6 +707,7 @@ def run(args: argparse.Namespace) -> int:
             draw=args.draw,
             rate=args.rate if i == args.repeat - 1 else None,
             rate_seconds=args.rate_seconds,
+            decode=args.decode,
         )
         for i in range(args.repeat)
     ]

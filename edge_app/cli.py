@@ -46,6 +46,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "realtime",
         "loop",
         "recursive",
+        "decode",
         "open_timeout",
         "watchdog",
     ),

@@ -80,6 +80,14 @@ class AppConfig:
     recursive: bool = field(
         default=False, metadata=_meta("with an image folder: also read its subfolders (a class-per-folder dataset); records name each file")
     )
+    decode: str = field(
+        default="full",
+        metadata=_meta(
+            "full: decode every frame at full size; reduced: decode MJPEG files and streams at 1/2, 1/4 or 1/8 scale, the least that "
+            "covers the model input, when nothing shows the frames (headless, no web view, no snapshots): less CPU, slightly other scores",
+            choices=("full", "reduced"),
+        ),
+    )
     open_timeout: float = field(default=10.0, metadata=_meta("seconds to wait for a camera or stream to open", gt=0))
     watchdog: float = field(default=5.0, metadata=_meta("seconds a live source may give no frame before its capture is abandoned and reopened", gt=0))
     # classification

@@ -82,6 +82,7 @@ class SourceSpec:
     realtime: bool = False
     live: bool | None = None
     recursive: bool = False  # folders: also read subfolders
+    reduce_to: tuple[int, int] | None = None  # (h, w) the consumer needs: MJPEG may be decoded at 1/2, 1/4 or 1/8 scale
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 

@@ -1,4 +1,10 @@
-"""OpenCV ``VideoCapture`` backend: a camera index (or ``/dev/videoN``), a video file, or a stream URL."""
+"""OpenCV ``VideoCapture`` backend: a camera index (or ``/dev/videoN``), a video file, or a stream URL.
+
+With ``spec.reduce_to`` (the model input, when nothing shows the frames), an MJPEG file or stream is read
+as compressed packets (``CAP_PROP_FORMAT = -1``) and decoded with ``cv2.imdecode(IMREAD_REDUCED_COLOR_N)``
+at the smallest scale that still covers the model input (``preprocess.reduction_for``): JPEG's DCT
+scaling skips most of the decoding work (640x480 to 32x32: 0.22 instead of 0.93 ms a frame here).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import cv2
 import numpy as np
 
 from edge_app.errors import SourceError
+from edge_app.preprocess import reduction_for
 from edge_app.sources.base import SourceSpec, is_stream_url, redact_url
 from edge_app.sources.framepool import FramePool
 
@@ -21,6 +28,8 @@ BACKEND_TIMEOUT_GRACE_S = 2.0
 # A video file's unreadable frames (corrupt packets) are skipped; this many failed reads in a row,
 # or the position reaching the frame count the header announces, is the real end of the file.
 MAX_BAD_FRAMES_IN_A_ROW = 50
+REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+MJPEG_FOURCCS = (b"MJPG", b"JPEG", b"AVRN", b"LJPG")
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:
@@ -56,6 +65,7 @@ class OpenCVSource:
         self.skipped = 0  # unreadable frames of a video file skipped since open() (the grabber counts them)
         self._cap: cv2.VideoCapture | None = None
         self.pool = FramePool()  # decoded frames go into recycled buffers
+        self.reduction = 1  # > 1: MJPEG packets decoded at 1/reduction scale
 
     def open(self) -> None:
         self.close()
@@ -71,7 +81,33 @@ class OpenCVSource:
         self.fps = fps if 0 < fps < 1000 else None
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if self.mode == "file" else 0
         self.frame_count = count if count > 0 else None
+        self.reduction = self._reduce(cap)
         self._cap = cap
+
+    def _reduce(self, cap: cv2.VideoCapture) -> int:
+        """Switch an MJPEG file or stream to compressed packets when a reduced decode covers ``spec.reduce_to``; the factor."""
+        need = self.spec.reduce_to
+        if need is None or self.mode == "camera":
+            return 1
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        factor = reduction_for(size, need)
+        if fourcc not in MJPEG_FOURCCS or factor == 1 or not cap.set(cv2.CAP_PROP_FORMAT, -1):
+            return 1
+        h, w = size
+        log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])
+        return factor
+
+    def _next(self, cap: cv2.VideoCapture, recycled: np.ndarray | None = None) -> np.ndarray | None:
+        """The next decoded frame, or None when a read or a decode fails."""
+        if self.reduction > 1:
+            ok, packet = cap.read()
+            if not ok or packet is None or packet.size == 0:
+                return None
+            decoded: np.ndarray | None = cv2.imdecode(packet.reshape(-1), REDUCED_FLAGS[self.reduction])
+            return decoded
+        ok, frame = cap.read(recycled) if recycled is not None else cap.read()
+        return frame if ok else None
 
     def _open_file(self, path: Path) -> cv2.VideoCapture:
         if not path.exists():
@@ -142,10 +178,9 @@ class OpenCVSource:
         cap = self._cap
         if cap is None:
             return None
-        recycled = self.pool.free()
-        ok, frame = cap.read(recycled) if recycled is not None else cap.read()
-        image: np.ndarray | None = frame if ok else None
-        if image is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        recycled = self.pool.free() if self.reduction == 1 else None
+        image = self._next(cap, recycled)
+        if image is not None and self.reduction == 1 and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
             self.pool.keep(image, recycled)
         if image is None:
             if self.mode != "file":
@@ -171,8 +206,8 @@ class OpenCVSource:
             position = cap.get(cv2.CAP_PROP_POS_FRAMES)
             if self.frame_count is not None and position >= self.frame_count:
                 return None  # the real end
-            ok, image = cap.read()
-            if ok and image is not None:
+            image = self._next(cap)
+            if image is not None:
                 self.skipped += failed
                 log.warning(
                     "%s: skipped %d unreadable frame(s) before frame %d (corrupt data in the file; %d skipped so far)",
@@ -181,7 +216,7 @@ class OpenCVSource:
                     self.frames_read + self.skipped,
                     self.skipped,
                 )
-                return np.asarray(image)
+                return image
             failed += 1
         return None
 

@@ -158,3 +158,14 @@ def test_bench_reports_cpu_per_frame_the_decode_ceiling_and_a_paced_run(tmp_path
 def test_bench_rejects_a_bad_rate() -> None:
     result = edge_app("bench", "--rate", "0")
     assert result.returncode == ExitCode.CONFIG and "--rate must be above 0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=2)
+    full = benchmark(str(video), frames=80, invoke_runs=20)
+    reduced = benchmark(str(video), frames=80, invoke_runs=20, decode="reduced")
+    assert full.decode is not None and reduced.decode is not None
+    # decoding 640x480 MJPEG at 1/8 scale is several times cheaper than at full size (about 4x here)
+    assert reduced.decode.cpu_ms_per_frame * 2 < full.decode.cpu_ms_per_frame
+    assert reduced.pipeline.cpu_ms_per_frame < full.pipeline.cpu_ms_per_frame
+    assert reduced.naive.frames == full.naive.frames == 80  # the naive loop is the same in both

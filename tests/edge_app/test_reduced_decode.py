@@ -1,0 +1,54 @@
+"""Decoding only what the model needs: MJPEG frames at 1/8 or 1/4 scale, and how far their answers stay from full decoding.
+
+A real MJPG video of CIFAR-10 validation images (640x480, as a camera sends them), classified by the real app
+twice: ``--decode full`` (the default) and ``--decode reduced`` (headless with a log: nothing shows the frames).
+Measured here: the 64x64 dogs-vs-cats model agrees on 100 % of frames at 1/4 scale; the 32x32 CIFAR-10 model,
+whose borderline frames flip with a few levels of pixel difference, on 94.5 % at 1/8 (97.7 % at 1/4, 98.7 % at
+1/2): below the 99 % the performance issue asks for, which is why ``reduced`` is not the default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_app.preprocess import reduction_for
+from tests.edge_app.helpers import edge_app
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_reduction_is_the_largest_that_still_covers_the_model_input() -> None:
+    assert reduction_for((480, 640), (32, 32)) == 8  # crop 480x480 -> 60x60 at 1/8
+    assert reduction_for((480, 640), (64, 64)) == 4  # 60 < 64 at 1/8; 120 at 1/4
+    assert reduction_for((480, 640), (224, 224)) == 2
+    assert reduction_for((480, 640), (300, 300)) == 1  # 240 at 1/2 would be an upscale
+    assert reduction_for((1080, 1920), (32, 32)) == 8 and reduction_for((48, 64), (32, 32)) == 1
+
+
+def labels(log: Path) -> list[str]:
+    return [json.loads(line)["top"][0]["label"] for line in log.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("case", [("cifar10", 8, 0.93), ("cats-vs-dogs", 4, 0.99)], ids=["cifar10", "cats-vs-dogs"])
+def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, write_video, case, repo_root) -> None:
+    model, factor, least = case
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:200])
+    bundle = repo_root / "models" / model
+    full, reduced = tmp_path / "full.jsonl", tmp_path / "reduced.jsonl"
+    ran_full = edge_app("--model", str(bundle), "--source", str(video), "--headless", "--decode", "full", "--log", str(full), timeout=120)
+    ran_reduced = edge_app("--model", str(bundle), "--source", str(video), "--headless", "--decode", "reduced", "--log", str(reduced), timeout=120)
+    assert ran_full.returncode == 0 and ran_reduced.returncode == 0, ran_full.stderr + ran_reduced.stderr
+    assert f"at 1/{factor} scale" in ran_reduced.stderr and "scale" not in ran_full.stderr
+    a, b = labels(full), labels(reduced)
+    assert len(a) == len(b) == 200
+    agree = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    assert agree >= least, agree
+
+
+def test_anything_that_shows_frames_keeps_full_decoding(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:5])
+    shots = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"))
+    assert shots.returncode == 0 and "at 1/" not in shots.stderr, shots.stderr
+    assert "decode = reduced is ignored: --snapshots shows the frames" in shots.stderr
