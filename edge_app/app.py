@@ -17,7 +17,6 @@ so they hold the final numbers; the display shows the previous frame's draw time
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import signal
 import threading
@@ -108,7 +107,7 @@ class App:
         self.classifier: Classifier | None = None
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
-        self.model_id: str | None = None  # "cifar10@1a2b3c4d": the bundle's name and its model's sha256 prefix
+        self.model_id: str | None = None  # "cifar10@1a2b3c4d": the bundle's name and the sha256 prefix of the model it runs
         self.model_reloads = 0
         self.grabber: FrameGrabber | None = None
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
@@ -217,7 +216,7 @@ class App:
         config = self.config
         files = resolve_model(config.model, config.labels)
         classifier, acceleration = load_classifier(files, config.delegate, config.device, config.threads, self.loader)
-        return files, classifier, acceleration, model_id(files)
+        return files, classifier, acceleration, f"{bundle_name(files)}@{classifier.sha256[:8]}"
 
     def _log_model(self, what: str) -> None:
         assert self.classifier is not None and self.files is not None and self.acceleration is not None
@@ -419,7 +418,7 @@ class App:
         }
         if drawn:
             latency["draw"] = self._last_draw_ms  # provisional for the display; replaced below
-        latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + (self._last_draw_ms if drawn else 0.0)
+        latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + self._last_draw_ms  # 0 while nothing draws
         result = FrameResult(
             frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed, grabber.name, frame.file, self.model_id
         )
@@ -499,15 +498,6 @@ class App:
 def bundle_name(files: ModelFiles) -> str:
     """``cifar10`` for ``models/cifar10/model.tflite``; the file name for any other model file."""
     return files.model.parent.name if files.model.name == "model.tflite" else files.model.name
-
-
-def model_id(files: ModelFiles) -> str:
-    """``cifar10@1a2b3c4d``: the bundle's name and the first 8 hex digits of its model file's sha256 (which model made a record)."""
-    try:
-        digest = hashlib.sha256(files.model.read_bytes()).hexdigest()[:8]
-    except OSError:
-        digest = "unknown"
-    return f"{bundle_name(files)}@{digest}"
 
 
 def _runtime_name() -> str:

@@ -56,7 +56,7 @@ from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.draw import draw_overlay
 from edge_app.runtime import get_runtime
-from edge_app.sources.opencv import REDUCED_FLAGS
+from edge_app.sources import OpenCVSource, spec_from_args
 from edge_app.web import WebServer
 
 DESCRIPTION = "Benchmark the recognition pipeline (per-stage latency, FPS, memory) against the naive single-thread loop and bare invoke()."
@@ -286,28 +286,24 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan), startup, app
 
 
-def run_decode(video: Path, frames: int, reduction: int = 1) -> LoopResult:
-    """The decode-only ceiling: read and decode as fast as it goes, nothing else (what no loop can beat); with
-    ``reduction`` > 1 the MJPEG packets are decoded at that reduced scale, as ``--decode reduced`` does."""
-    cap = cv2.VideoCapture(str(video))
-    if reduction > 1:
-        cap.set(cv2.CAP_PROP_FORMAT, -1)
+def run_decode(video: Path, frames: int, reduce_to: tuple[int, int] | None = None) -> LoopResult:
+    """The decode-only ceiling: the app's own ``OpenCVSource`` reading and decoding as fast as it goes, nothing else
+    (what no loop can beat); ``reduce_to`` decodes as ``--decode reduced`` does for that model input."""
+    source = OpenCVSource(replace(spec_from_args(source=video), reduce_to=reduce_to))
+    source.open()
     done: list[float] = []
     reads: list[float] = []
     cpu = time.process_time()
     try:
         for _ in range(frames):
             t = time.perf_counter()
-            ok, packet = cap.read()
-            if not ok:
+            if source.read() is None:
                 break
-            if reduction > 1:
-                cv2.imdecode(packet.reshape(-1), REDUCED_FLAGS[reduction])
             now = time.perf_counter()
             reads.append((now - t) * 1e3)
             done.append(now)
     finally:
-        cap.release()
+        source.close()
     cpu = time.process_time() - cpu
     n = len(done)
     return LoopResult(n, _fps(done), {"capture": StageStats.of(reads)}, [], round(cpu * 1e3 / n, 3) if n else math.nan)
@@ -538,8 +534,8 @@ def benchmark(
         pipeline, startup, app = run_pipeline(config, draw=draw)
         rss = peak_rss_mb()
         naive = run_naive(video, config, pipeline.frames, draw=draw)
-        assert app.grabber is not None
-        ceiling = run_decode(video, pipeline.frames, getattr(app.grabber.last_source, "reduction", 1))
+        assert app.classifier is not None
+        ceiling = run_decode(video, pipeline.frames, app.classifier.size if decode == "reduced" else None)
         paced = run_paced(config, rate, rate_seconds, Path(tmp)) if rate else None
         compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier

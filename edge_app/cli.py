@@ -204,9 +204,9 @@ def run(argv: Sequence[str]) -> int:
         overrides = {k: v for k, v in vars(args).items() if k not in reserved}
         config = load_config(args.config, overrides)
         load_opencv(verbose=args.verbose > 0 or args.debug)
-        tune_malloc()  # before the first frame: keeps a months-long run's memory flat
         if args.check_config:
             return check_config(config, args.config)
+        tune_malloc()  # before the first frame: keeps a months-long run's memory flat
         from edge_app.app import App  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
 
         return App(config).run()

@@ -7,6 +7,7 @@ scores into ``Classification`` tuples. ``Classifier`` bundles them for the frame
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -139,15 +140,22 @@ def resolve_model(path: Path | None, labels: Path | None = None) -> ModelFiles:
 # --------------------------------------------------------------------------- stateless helpers
 
 
-def make_interpreter(model: Path, num_threads: int | None = None, delegates: Sequence[Any] = ()) -> Any:
-    """A ready (tensors allocated) interpreter, or a one-line ``ModelError``."""
-    rt = get_runtime()
+def read_model(model: Path) -> bytes:
+    """The bytes of a ``.tflite`` file, or a one-line ``ModelError`` when it is unreadable or not a TFLite model."""
     try:
         data = model.read_bytes()
     except OSError as exc:
         raise ModelError(f"cannot read model {model}: {exc.strerror or exc}") from exc
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelError(f"{model} is not a TFLite model (empty, truncated or another format); re-copy it or rebuild it with convert-model")
+    return data
+
+
+def make_interpreter(model: Path, num_threads: int | None = None, delegates: Sequence[Any] = (), data: bytes | None = None) -> Any:
+    """A ready (tensors allocated) interpreter, or a one-line ``ModelError``; ``data``: the model's bytes when already read."""
+    rt = get_runtime()
+    if data is None:
+        data = read_model(model)
     try:
         with native_stderr_as_debug(rt.name):  # "INFO: Created TensorFlow Lite XNNPACK delegate": -v shows it
             interp = rt.interpreter(model_content=data, num_threads=num_threads, experimental_delegates=list(delegates) or None)
@@ -231,7 +239,9 @@ class Classifier:
         self.files = files
         self.manifest = Manifest.read(files.manifest) if files.manifest else None
         self.model_path = model_path or files.model
-        self.interpreter = make_interpreter(self.model_path, num_threads, delegates)
+        data = read_model(self.model_path)
+        self.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes the interpreter runs (a file replaced later does not change it)
+        self.interpreter = make_interpreter(self.model_path, num_threads, delegates, data)
         h, w, c = input_size(self.interpreter)
         if self.manifest and (self.manifest.height, self.manifest.width, self.manifest.channels) != (h, w, c):
             raise ModelError(

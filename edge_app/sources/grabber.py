@@ -229,12 +229,6 @@ class FrameGrabber:
                 yield frame
 
     @property
-    def last_source(self) -> Source | None:
-        """The backend of the newest capture attempt (its ``reduction``, ``frame_count`` ...), or None before start."""
-        with self._lock:
-            return self._session.source if self._session is not None else None
-
-    @property
     def ended(self) -> bool:
         """True once the source finished (or the grabber stopped) and every frame was taken."""
         return self._buffer.drained
