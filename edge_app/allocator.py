@@ -6,9 +6,9 @@ allocates its own heap (arena) and rarely returns the fragments of one: a drill 
 from 90 to 225 MB over 7 minutes of ``--loop --http`` with one viewer. ``tune_malloc`` caps the
 arenas at two (``M_ARENA_MAX``), unless the user set ``MALLOC_ARENA_MAX`` themselves; the capture
 side also reuses its frame buffers (``sources.framepool``), so the largest allocation is not made
-per frame at all. ``MALLOC_MMAP_THRESHOLD_=131072``, the other known cure, is not set: on a 2-core
-AMD EPYC it cut the headless pipeline from 607 to 358 frames per second (every frame mmapped and
-page-faulted afresh). ``edge-app soak`` measures the result. Other C libraries (musl) are left alone.
+per frame at all. ``MALLOC_MMAP_THRESHOLD_=131072``, the other known cure, is not set: every large
+buffer is then mmapped and page-faulted afresh, which slowed ``edge-app bench`` on a 2-core AMD EPYC
+(README, "Faults it survives"). ``edge-app soak`` measures the result. Other C libraries (musl) are left alone.
 """
 
 from __future__ import annotations

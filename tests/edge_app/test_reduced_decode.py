@@ -3,8 +3,8 @@
 A real MJPG video of CIFAR-10 validation images (640x480, as a camera sends them), classified by the real app
 twice: ``--decode full`` (the default) and ``--decode reduced`` (headless with a log: nothing shows the frames).
 Measured here: the 64x64 dogs-vs-cats model agrees on 100 % of frames at 1/4 scale; the 32x32 CIFAR-10 model,
-whose borderline frames flip with a few levels of pixel difference, on 94.5 % at 1/8 (97.7 % at 1/4, 98.7 % at
-1/2): below the 99 % the performance issue asks for, which is why ``reduced`` is not the default."""
+whose borderline frames flip with a few levels of pixel difference, on 94.5 % at 1/8: below the 99 % the
+performance issue asks for, which is why ``reduced`` is not the default."""
 
 from __future__ import annotations
 
