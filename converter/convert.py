@@ -193,7 +193,7 @@ def convert_model(
         drop = (acc_f - acc_q) * 100
         log.info("validation accuracy on %d images: float %.4f, int8 %.4f (drop %.2f points, %.1f %% same predictions)",
                  len(val), acc_f, acc_q, drop, agree * 100)
-        if drop > max_drop and not allow_drop:
+        if drop > max_drop + 1e-9 and not allow_drop:
             raise QuantizationError(
                 f"int8 accuracy {acc_q:.4f} is {drop:.2f} points below the float model's {acc_f:.4f} (limit {max_drop}); "
                 "nothing written. Try more calibration images (--calib-images) or pass --allow-drop to write it anyway"
@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="model.keras written by train-model")
     p.add_argument("--data", required=True, help="the training data (cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip)")
     p.add_argument("--out", type=Path, required=True, help="output folder (e.g. models/cifar10)")
-    p.add_argument("--image-size", help="resize images to N or HxW (must match the model input)")
+    p.add_argument("--image-size", help="resize images to N or HxW (default: the size in train_report.json beside the model)")
     p.add_argument("--calib-images", type=int, default=300, help="representative images for calibration (default 300)")
     p.add_argument("--eval-limit", type=int, help="check on at most N validation images (default: all)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="validation carve, as in train-model")
@@ -266,10 +266,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def trained_size(model_path: Path) -> tuple[int, int] | None:
+    """The input size ``train-model`` recorded beside the model (so --image-size can be left out), if any."""
+    try:
+        shape = json.loads((model_path.parent / "train_report.json").read_text())["input_shape"]
+        return int(shape[0]), int(shape[1])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
 def _main(args: argparse.Namespace) -> int:
     if not 10 <= args.calib_images <= 5000:
         raise DataError(f"--calib-images {args.calib_images} is out of range: use 200-500 (10-5000 accepted)")
-    train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
+    size = parse_size(args.image_size) or trained_size(args.model)
+    train, val = train_val(args.data, size, args.val_fraction, args.seed)
     res = convert_model(
         args.model, train, val, args.out, calib_images=args.calib_images, eval_limit=args.eval_limit,
         max_drop=args.max_drop, allow_drop=args.allow_drop, arch=args.arch, seed=args.seed,

@@ -277,6 +277,33 @@ def load_folder(
     return ds
 
 
+def peek_image_size(source: str | os.PathLike[str], split: str = "train", n: int = 8) -> tuple[int, int] | None:
+    """The smallest (height, width) among the first ``n`` images of a folder or archive; ``None`` for built-in sets.
+
+    Reads headers of a handful of files only, so ``train-model`` can choose a recipe before loading the data.
+    """
+    if str(source).lower().replace("_", "-") in {"cifar10", "cifar-10", "fashion-mnist"}:
+        return None
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"dataset not found: {path}; give a folder <root>/<split>/<class>/*.jpg, an archive of one, or cifar10 / fashion-mnist")
+    blobs: list[bytes] = []
+    if is_archive(path):
+        for rel, data in _iter_archive(path):
+            if _split_member(rel, split) is not None:
+                blobs.append(data)
+                if len(blobs) >= n:
+                    break
+    elif path.is_dir():
+        root = _folder_root(path, split)
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            blobs.extend(f.read_bytes() for f in sorted(d.iterdir())[: max(1, n // 2)] if f.suffix.lower() in IMAGE_SUFFIXES)
+    sizes = [img.shape[:2] for img in map(decode_image, blobs[: 4 * n]) if img is not None]
+    if not sizes:
+        return None
+    return min(int(s[0]) for s in sizes), min(int(s[1]) for s in sizes)
+
+
 def _write_cache(cache_file: Path, ds: Dataset) -> None:
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -431,6 +458,7 @@ __all__ = [
     "load_fashion_mnist",
     "load_folder",
     "parse_size",
+    "peek_image_size",
     "stratified_sample",
     "stratified_split",
     "train_val",

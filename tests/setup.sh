@@ -34,7 +34,7 @@ fi
 # module and the one installed last silently wins.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[workstation,gui,integrations,dev]"
+.venv/bin/python -m pip install -q -e ".[workstation,pretrained,gui,integrations,dev]"
 # MediaPipe Tasks, to check that converted models load in its ImageClassifier (tests/converter/test_metadata.py).
 # Without its dependencies: they would add opencv-contrib-python, a second OpenCV.
 .venv/bin/python -m pip install -q --no-deps mediapipe==0.10.35
