@@ -44,6 +44,7 @@ from edge_app.runtime import get_runtime
 from edge_app.smoothing import ScoreSmoother
 from edge_app.sources import CaptureStats, Frame, FrameGrabber
 from edge_app.web import WebServer
+from edge_app.zones import WHOLE_FRAME, Debouncer, Zone, ZoneResult, parse_zones
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class Window(Protocol):
     def poll(self, delay_ms: int = 1) -> None: ...
 
     def close(self) -> None: ...
+
+
+class _Refused(Exception):
+    """A reload the loop refused (the old model keeps running)."""
 
 
 @dataclass
@@ -104,17 +109,26 @@ class App:
         self.last_result: FrameResult | None = None
         self.first_result_at: float | None = None  # time.monotonic() of the first classified frame
         self.smoother = ScoreSmoother(config.smoothing)
+        self.zones: list[Zone] = parse_zones(config.zone)
+        # one smoother and one debounced state per zone (or one for the whole frame; its state is only reported with --debounce)
+        self.smoothers = [ScoreSmoother(config.smoothing) for _ in self.zones] or [self.smoother]
+        self.debouncers = [Debouncer(config.debounce or 1) for _ in self.smoothers]
+        self.reports_states = bool(self.zones) or config.debounce is not None
         self.classifier: Classifier | None = None
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
         self.model_id: str | None = None  # "cifar10@1a2b3c4d": the bundle's name and the sha256 prefix of the model it runs
         self.model_reloads = 0
         self.grabber: FrameGrabber | None = None
+        self.mqtt: MqttSink | None = None
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
         self.views: list[_Output] = []  # drawn and shown before the result is final
         self.records: list[_Output] = []  # logs: written last with the final latencies
         self._stop = threading.Event()
         self._reload = threading.Event()  # SIGHUP: reload the model between frames
+        self._reload_cond = threading.Condition()  # POST /api/reload waits on it for the outcome
+        self._reload_seq = 0
+        self._reload_outcome: dict[str, Any] = {}
         self._last_image: np.ndarray | None = None  # the newest classified frame: a reloaded model's test input
         self._signals = 0
         self._done: deque[float] = deque(maxlen=FPS_WINDOW)
@@ -137,6 +151,16 @@ class App:
     def request_reload(self) -> None:
         """Ask the loop to reload the model before the next frame (thread- and signal-safe)."""
         self._reload.set()
+
+    def reload_and_wait(self, timeout: float = 30.0) -> dict[str, Any]:
+        """Request a reload and wait for the loop to try it: ``{"ok", "model", "error"}`` (``pending`` when it has not yet)."""
+        with self._reload_cond:
+            seq = self._reload_seq
+            self.request_reload()
+            done = self._reload_cond.wait_for(lambda: self._reload_seq != seq or self._stop.is_set(), timeout)
+            if not done or self._reload_seq == seq:
+                return {"ok": False, "pending": True, "model": self.model_id, "error": "the loop has not reached the next frame yet"}
+            return dict(self._reload_outcome)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == getattr(signal, "SIGHUP", None):
@@ -187,6 +211,8 @@ class App:
             "label": result.label if result else None,
             "score": round(result.score, 4) if result else None,
             "top": [{"label": c.label, "score": round(c.score, 4)} for c in result.top] if result else [],
+            "states": {z.name: {"state": z.state, "dwell_s": None if z.dwell_s is None else round(z.dwell_s, 1)}
+                       for z in (result.states or [])} if result else {},
             "paused": bool(self.display and self.display.paused),
             "output_errors": {o.name: o.errors for o in self.views + self.records if o.errors},
         }
@@ -236,6 +262,19 @@ class App:
 
     def _reload_model(self) -> bool:
         """Swap in the model the config names (reread from disk) if it loads and classifies the newest frame; else keep the old one."""
+        ok = False
+        error: str | None = None
+        try:
+            ok = self._try_reload()
+        except _Refused as exc:
+            error = str(exc)
+        with self._reload_cond:
+            self._reload_outcome = {"ok": ok, "model": self.model_id, "error": error}
+            self._reload_seq += 1
+            self._reload_cond.notify_all()
+        return ok
+
+    def _try_reload(self) -> bool:
         self._reload.clear()
         old = self.model_id
         try:
@@ -247,27 +286,46 @@ class App:
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             log.error("model reload refused: %s; still running %s", detail, old)
-            return False
+            raise _Refused(detail) from None
+        same_labels = self.classifier is not None and list(self.classifier.labels) == list(classifier.labels)
         self.files, self.classifier, self.acceleration, self.model_id = files, classifier, acceleration, new_id
-        self.smoother.reset()
+        for smoother in self.smoothers:
+            smoother.reset()
+        if not same_labels:  # a state named by the old labels means nothing now
+            for debouncer in self.debouncers:
+                debouncer.reset()
         self._last_label = None
         if self.grabber is not None:
-            self.grabber.set_prepare(classifier.prepare)
+            self.grabber.set_prepare(self._prepare_for(classifier))
             need = self.grabber.spec.reduce_to
             if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1]):
                 log.warning("the new model takes %dx%d, more than the reduced decode gives: restart edge-app to decode at a larger scale", *classifier.size)
         self.model_reloads += 1
+        if self.mqtt is not None:
+            self.mqtt.update_model(classifier.labels, bundle_name(files))
         self._log_model(f"reloaded (was {old}):")
         return True
+
+    def _prepare_for(self, classifier: Classifier) -> Any:
+        """The capture thread's preprocessing: the centre crop, or every zone's crop stacked ``(zones, H, W, C)``."""
+        if not self.zones:
+            return classifier.prepare
+        zones = self.zones
+
+        def prepare(image: np.ndarray) -> np.ndarray:
+            return np.stack([classifier.prepare(z.crop(image)) for z in zones])
+
+        return prepare
 
     def _decode_reduced(self) -> bool:
         """Whether frames are decoded at reduced scale: ``decode = reduced`` and no configured output shows them (window, web view, snapshots)."""
         c = self.config
         if c.decode != "reduced":
             return False
-        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--http", c.http), ("--snapshots", c.snapshots)) if on]
+        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--http", c.http), ("--snapshots", c.snapshots),
+                                       ("--zone", bool(c.zone))) if on]
         if shown:
-            log.warning("decode = reduced is ignored: %s shows the frames, so they are decoded at full size", " and ".join(shown))
+            log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
             return False
         return True
 
@@ -288,7 +346,7 @@ class App:
             self.views.append(_Output(f"snapshots {config.snapshots}", snapshots))
         if config.http is not None:
             host, port = parse_hostport(config.http)
-            server = WebServer(host, port, token=config.http_token, status=self.status)
+            server = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait)
             server.start()
             self.views.append(_Output(f"web {config.http}", server))
         if config.mqtt is not None:
@@ -300,7 +358,9 @@ class App:
                 status=self.status,
                 labels=self.classifier.labels if self.classifier else (),
                 model=self.status()["model"],
+                states=[z.name for z in self.zones] or (["frame"] if self.reports_states else []),
             )
+            self.mqtt = mqtt
             self.views.append(_Output("mqtt", mqtt))
         for i, extra in enumerate(self.extra_sinks):
             self.views.append(_Output(f"{type(extra).__name__} {i}", extra))
@@ -321,7 +381,7 @@ class App:
             assert self.classifier is not None
             if self._decode_reduced():
                 spec = replace(spec, reduce_to=self.classifier.size)
-            self.grabber = FrameGrabber(spec, prepare=self.classifier.prepare)  # preprocessing overlaps inference
+            self.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier))  # preprocessing overlaps inference
             self.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
             if self._stop.is_set():
                 return 0
@@ -395,17 +455,28 @@ class App:
         reconnects = grabber.stats.reconnects
         if reconnects != self._reconnects_seen:  # a new capture: old scores say nothing about it
             self._reconnects_seen = reconnects
-            self.smoother.reset()
+            for smoother in self.smoothers:
+                smoother.reset()
         image = frame.input
         if image is None:  # the capture thread did not prepare it
-            image = classifier.prepare(frame.image)
+            image = self._prepare_for(classifier)(frame.image)
         t2 = time.perf_counter()
         elsewhere_ms = frame.prepare_ms  # work done for this frame on the capture thread (0 when it did none)
         prepare_ms = elsewhere_ms if frame.input is not None else (t2 - t1) * 1e3
-        scores = classifier.invoke(image)
+        inputs = image if self.zones else image[None]
+        now = time.time()
+        states: list[ZoneResult] = []
+        for i, (smoother, debouncer) in enumerate(zip(self.smoothers, self.debouncers, strict=True)):
+            zone_scores = smoother.update(classifier.invoke(inputs[i]))
+            zone_top = top_k(zone_scores, classifier.labels, self.config.top_k, self.config.threshold)
+            changed_state = debouncer.update(zone_top[0].label if zone_top else None, now)
+            if i == 0:
+                smoothed, top = zone_scores, zone_top
+            if self.reports_states:
+                zone = self.zones[i] if self.zones else None
+                box = zone.box(*frame.image.shape[:2]) if zone else None
+                states.append(ZoneResult(zone.name if zone else WHOLE_FRAME, zone_top, debouncer.state, debouncer.dwell(now), changed_state, box))
         t3 = time.perf_counter()
-        smoothed = self.smoother.update(scores)
-        top = top_k(smoothed, classifier.labels, self.config.top_k, self.config.threshold)
         label = top[0].label if top else None
         t4 = time.perf_counter()
         self._done.append(t4)
@@ -420,7 +491,8 @@ class App:
             latency["draw"] = self._last_draw_ms  # provisional for the display; replaced below
         latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + self._last_draw_ms  # 0 while nothing draws
         result = FrameResult(
-            frame.index, time.time(), top, latency, fps, label != self._last_label, smoothed, grabber.name, frame.file, self.model_id
+            frame.index, now, top, latency, fps, label != self._last_label, smoothed, grabber.name, frame.file, self.model_id,
+            states or None, bool(self.zones),
         )
         self._write(self.views, frame.image, result)
         t5 = time.perf_counter()

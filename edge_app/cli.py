@@ -50,7 +50,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "open_timeout",
         "watchdog",
     ),
-    "classification": ("top_k", "threshold", "smoothing"),
+    "classification": ("top_k", "threshold", "smoothing", "zone", "debounce"),
     "outputs": (
         "headless",
         "log",
@@ -80,6 +80,7 @@ METAVARS = {
     "http": "HOST:PORT",
     "mqtt": "URL",
     "device": "usb[:N]|pci[:N]",
+    "zone": "NAME:X,Y,W,H",
 }
 
 
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": _help(spec.help, spec.default)}
             if spec.kind is bool:
                 kwargs["action"] = argparse.BooleanOptionalAction
+            elif spec.kind is tuple:
+                kwargs.update(action="append", type=str, metavar=METAVARS.get(key, "TEXT"))
             else:
                 kwargs["type"] = {int: int, float: float}.get(spec.kind, str)
                 kwargs["metavar"] = METAVARS.get(key) or ("|".join(spec.rules["choices"]) if "choices" in spec.rules else _metavar(spec.kind))

@@ -23,6 +23,7 @@ from edge_app.errors import ConfigError
 from edge_app.mqtt import BrokerURL
 from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
+from edge_app.zones import parse_zone, parse_zones
 
 LOG_FORMATS = ("jsonl", "csv")
 SOURCE_KEYS = ("camera", "source", "picamera")
@@ -94,6 +95,19 @@ class AppConfig:
     top_k: int = field(default=3, metadata=_meta("how many classes to report per frame", min=1, max=100))
     threshold: float = field(default=0.0, metadata=_meta("report classes with at least this score (0-1)", min=0.0, max=1.0))
     smoothing: float = field(default=1.0, metadata=_meta("EMA alpha over frames in (0, 1]: lower is smoother, 1 is off", gt=0.0, max=1.0))
+    zone: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "classify this zone NAME:X,Y,W,H (fractions of the frame, or pixels) instead of the centre crop; repeatable, "
+            "each zone with its own smoothing, state, log field, overlay box and MQTT topic",
+            check=parse_zone,
+        ),
+    )
+    debounce: int | None = field(
+        default=None,
+        metadata=_meta("a state changes only after N consecutive results agree on a top label above threshold; "
+                       "records carry the state and its dwell (default 1 with --zone, else no state)", min=1, max=10_000),
+    )
     # outputs
     headless: bool = field(default=False, metadata=_meta("no window: log, snapshots, web and MQTT only"))
     log: Path | None = field(default=None, metadata=_meta("append one record per frame to this file"))
@@ -134,6 +148,7 @@ class AppConfig:
             raise ConfigError(f"cannot tell the log format from {self.log.name!r}: name the file .jsonl or .csv, or set log_format (--log-format)")
         if self.source is not None and not self.source.strip():
             raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
+        parse_zones(self.zone)  # names used twice
 
     # ------------------------------------------------------------------ building
 
@@ -213,6 +228,8 @@ def field_specs() -> dict[str, FieldSpec]:
         hint = hints[f.name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         kind = args[0] if args else hint
+        if typing.get_origin(hint) is tuple:  # a repeatable flag / a TOML list of strings
+            kind, args = tuple, []
         rules = {k: v for k, v in f.metadata.items() if k != "help"}
         default = None if f.default is MISSING else f.default
         specs[f.name] = FieldSpec(f.name, kind, bool(args), default, str(f.metadata.get("help", "")), rules)
@@ -256,7 +273,7 @@ def _unknown_key_message(key: str, origin: str) -> str:
 
 
 def _type_name(spec: FieldSpec) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path (string)"}
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path (string)", tuple: "a list of strings"}
     return names.get(spec.kind, spec.kind.__name__)
 
 
@@ -273,6 +290,17 @@ def _convert(spec: FieldSpec, raw: Any, origin: str, base_dir: Path | None) -> A
         raise bad(f"must be {_type_name(spec)}, got nothing")
     kind = spec.kind
     value: Any
+    if kind is tuple:
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) and i.strip() for i in items):
+            raise bad(f"must be a list of strings (TOML: {spec.name} = [\"...\", \"...\"]), got {raw!r}")
+        if "check" in spec.rules:
+            for item in items:
+                try:
+                    spec.rules["check"](item)
+                except (ValueError, ConfigError) as exc:
+                    raise bad(f"is invalid: {exc}") from None
+        return tuple(items)
     if kind is bool:
         if not isinstance(raw, bool):
             raise bad(f"must be true or false, got {raw!r}")

@@ -6,8 +6,11 @@ Topics (``<prefix>/<device>/...``):
   (retained, so a new subscriber sees the current label);
 * ``availability``: ``online`` while connected, ``offline`` on close and as the last will (retained);
 * ``status``: the app's ``status()`` JSON every ``status_interval_s`` (retained);
-* ``homeassistant/sensor/<device>/label/config`` and ``.../score/config``: discovery (retained),
-  so the label and its confidence appear in Home Assistant by themselves.
+* ``state/<zone>`` (``state/frame`` without zones): the debounced state (``--debounce``, ``--zone``) as a plain
+  label, published when it changes and retained, so Home Assistant shows the right state after a restart;
+* ``homeassistant/sensor/<device>/label/config``, ``.../score/config`` and ``.../state_<zone>/config``: discovery
+  (retained), so the label, its confidence and every state appear in Home Assistant by themselves (again, with
+  the new labels, after a model reload).
 
 ``write()`` never blocks: it puts the message in a bounded queue (the oldest is dropped and counted
 when it is full) that a publisher thread hands to paho while connected. paho's network thread
@@ -132,6 +135,7 @@ class MqttSink:
         reconnect_delay_s: tuple[float, float] = (1.0, 30.0),
         ca_certs: str | None = None,
         model: str | None = None,
+        states: Sequence[str] = (),
     ) -> None:
         if not HAVE_PAHO:
             raise OutputError("MQTT needs paho-mqtt 2: pip install 'paho-mqtt>=2' (or the project's [integrations] extra)")
@@ -156,6 +160,7 @@ class MqttSink:
         self.labels = list(labels)
         self.qos = qos
         self.model = model
+        self.states = [topic_safe(n) for n in states]  # zone names, or ["frame"]; empty: no states
         self.published = 0  # messages handed to paho
         self.dropped = 0  # messages dropped because the queue was full
         self.connects = 0
@@ -251,6 +256,9 @@ class MqttSink:
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         """Queue the result when its label changed (or every ``every_n`` frames); never blocks."""
         self._frames += 1
+        for z in result.states or []:
+            if z.state_changed:
+                self._enqueue(_Message(self.state_topic(z.name), z.state or "", self.qos, True))
         if not (result.changed or (self.every_n > 0 and self._frames % self.every_n == 0)):
             return
         record = result.to_json_dict()
@@ -258,6 +266,15 @@ class MqttSink:
         record["score"] = round(result.score, 4)
         record["device"] = self.device
         self._enqueue(_Message(self.topic_classification, json.dumps(record, separators=(",", ":")), self.qos, True))
+
+    def state_topic(self, name: str) -> str:
+        return f"{self.base}/state/{topic_safe(name)}"
+
+    def update_model(self, labels: Sequence[str], model: str | None) -> None:
+        """After a model reload: publish discovery again with the new labels (retained configs replace the old)."""
+        self.labels, self.model = list(labels), model
+        for message in self.discovery_messages():
+            self._enqueue(message)
 
     def _enqueue(self, message: _Message) -> None:
         with self._cond:
@@ -309,10 +326,24 @@ class MqttSink:
             "state_class": "measurement",
             "value_template": "{{ (value_json.score * 100) | round(1) }}",
         }
-        return [
+        messages = [
             _Message(f"{DISCOVERY_PREFIX}/sensor/{self.device}/label/config", json.dumps(label), 1, True),
             _Message(f"{DISCOVERY_PREFIX}/sensor/{self.device}/score/config", json.dumps(score), 1, True),
         ]
+        for name in self.states:
+            state: dict[str, Any] = {
+                **common,
+                "state_topic": self.state_topic(name),
+                "name": f"State {name}" if name != "frame" else "State",
+                "unique_id": f"{self.device}_state_{name}",
+                "object_id": f"{self.device}_state_{name}",
+                "icon": "mdi:state-machine",
+            }
+            if self.labels:
+                state["device_class"] = "enum"
+                state["options"] = list(self.labels)
+            messages.append(_Message(f"{DISCOVERY_PREFIX}/sensor/{self.device}/state_{name}/config", json.dumps(state), 1, True))
+        return messages
 
     def _status_message(self) -> _Message | None:
         if self.status is None:

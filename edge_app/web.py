@@ -3,6 +3,10 @@
 Routes: ``/`` (a page with the live stream and the current top-k), ``/stream.mjpg`` (MJPEG),
 ``/snapshot.jpg`` (the current annotated frame), ``/api/status`` (JSON), ``/healthz`` (200 while
 frames flow, else 503) and ``/metrics`` (Prometheus text). ``/status`` and ``/health`` are aliases.
+``POST /api/reload`` reloads the model between frames and answers with the outcome (200 swapped in,
+409 refused: the old model keeps running); state-changing requests are refused from other sites
+(an ``Origin`` that is not this server, or ``Sec-Fetch-Site: cross-site``) and, with a token, take it only
+in the ``Authorization`` header, never in the URL.
 
 ``write()`` only stores a reference to the newest frame and updates counters: it never encodes
 and never waits for a client. One encoder thread draws and JPEG-encodes the newest frame at most
@@ -162,6 +166,7 @@ class WebServer:
         *,
         token: str | None = None,
         status: Callable[[], dict[str, Any]] | None = None,
+        reload: Callable[[float], dict[str, Any]] | None = None,
         max_fps: float = 10.0,
         jpeg_quality: int = 80,
         annotate: bool = True,
@@ -181,6 +186,7 @@ class WebServer:
         self.port = port
         self.token = token
         self.status = status or dict
+        self.reload = reload
         self.max_fps = max_fps
         self.jpeg_quality = jpeg_quality
         self.annotate = annotate
@@ -438,6 +444,37 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
 
         def do_HEAD(self) -> None:
             self.do_GET()
+
+        def do_POST(self) -> None:
+            path = urlsplit(self.path).path.rstrip("/")
+            text = "text/plain; charset=utf-8"
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(min(length, 65536))  # no body is needed; read it so the connection stays usable
+                origin = self.headers.get("Origin")
+                host = self.headers.get("Host", "")
+                if self.headers.get("Sec-Fetch-Site") == "cross-site" or (origin and origin.split("://", 1)[-1] != host):
+                    self._send(HTTPStatus.FORBIDDEN, b"forbidden: cross-site requests may not change anything\n", text)
+                    return
+                if not web.authorized(self.headers, {}):  # a token only in the header: a URL can be leaked or forged
+                    self._send(HTTPStatus.UNAUTHORIZED, b"unauthorized: send Authorization: Bearer TOKEN\n", text,
+                               {"WWW-Authenticate": 'Bearer realm="edge-app"'})
+                    return
+                if path != "/api/reload":
+                    self._send(HTTPStatus.NOT_FOUND, f"not found: POST {path}; try POST /api/reload\n".encode(), text)
+                    return
+                if web.reload is None:
+                    self._send(HTTPStatus.NOT_IMPLEMENTED, b"this server has no model to reload\n", text)
+                    return
+                outcome = web.reload(30.0)
+                code = HTTPStatus.OK if outcome.get("ok") else HTTPStatus.ACCEPTED if outcome.get("pending") else HTTPStatus.CONFLICT
+                self._send(code, json.dumps(outcome).encode(), "application/json")
+            except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
+                log.debug("web client %s went away: %s", self.address_string(), exc)
+                self.close_connection = True
+            except ValueError:
+                self._send(HTTPStatus.BAD_REQUEST, b"bad Content-Length\n", text)
 
         def do_GET(self) -> None:
             parts = urlsplit(self.path)

@@ -15,6 +15,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from edge_app.model import Classification
+    from edge_app.zones import ZoneResult
 
 __all__ = ["FrameResult", "Sink", "iso_utc"]
 
@@ -36,6 +37,10 @@ class FrameResult:
     source: str | None = None  # what the frame came from: "video file clip.mp4", "camera 0", ...
     file: str | None = None  # the image file of a folder source, relative to the folder
     model: str | None = None  # the model bundle that classified it (changes on a reload)
+    # Debounced states (--debounce, --zone): one per zone, or one for the whole frame; None when neither is set.
+    # With zones, ``top`` is the first zone's.
+    states: list[ZoneResult] | None = None
+    zoned: bool = False  # the states are zones (else the one state is the whole frame's)
 
     @property
     def label(self) -> str | None:
@@ -63,6 +68,11 @@ class FrameResult:
             value = getattr(self, key)
             if value is not None:
                 record[key] = value
+        if self.states and self.zoned:
+            record["zones"] = {z.name: z.to_json_dict() for z in self.states}
+        elif self.states:
+            whole = self.states[0].to_json_dict()
+            record.update({k: whole[k] for k in ("state", "dwell_s", "state_changed")})
         return record
 
 

@@ -96,9 +96,12 @@ def draw_overlay(frame: np.ndarray, result: FrameResult, *, show_stats: bool = T
     if 0 < short < min_side:
         factor = min_side / short
         image = cv2.resize(image, (round(image.shape[1] * factor), round(image.shape[0] * factor)), interpolation=cv2.INTER_NEAREST)
+    factor_drawn = image.shape[0] / max(1, frame.shape[0])
     h, w = image.shape[:2]
     s = ui_scale(image)
     font_scale, t = 0.6 * s, _thickness(s)
+    if result.zoned and result.states:
+        _draw_zones(image, result, factor_drawn, font_scale=font_scale, t=t, s=s)
     pad = max(4, round(8 * s))
     line_h = cv2.getTextSize("Ag", FONT, font_scale, t)[0][1] + max(4, round(10 * s))
     bar_h = max(3, round(6 * s))
@@ -124,6 +127,21 @@ def draw_overlay(frame: np.ndarray, result: FrameResult, *, show_stats: bool = T
         _shade(image, (pad, h - pad - th - base - pad, pad + tw + 2 * pad, h - pad))
         put_text(image, text, (2 * pad, h - pad - base - pad // 2), s)
     return image
+
+
+def _draw_zones(image: np.ndarray, result: FrameResult, factor: float, *, font_scale: float, t: int, s: float) -> None:
+    """Each zone's box with its name, debounced state and current top label."""
+    for z in result.states or []:
+        if z.box is None:
+            continue
+        x0, y0, x1, y1 = (round(v * factor) for v in z.box)
+        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), TOP_COLOR, max(1, t))
+        now = f"{z.top[0].label} {z.top[0].score * 100:.0f}%" if z.top else "?"
+        text = ascii_text(f"{z.name}: {z.state or '-'} ({now})")
+        (tw, th), base = cv2.getTextSize(text, FONT, font_scale, t)
+        ty = y0 + th + base + 2 if y0 - th - base - 4 < 0 else y0 - 4
+        _shade(image, (x0, ty - th - base, min(image.shape[1], x0 + tw + 8), ty + base))
+        put_text(image, text, (x0 + 4, ty - base // 2), s)
 
 
 def draw_banner(image: np.ndarray, text: str) -> np.ndarray:

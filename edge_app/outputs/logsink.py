@@ -215,12 +215,25 @@ class JsonlLogSink(RotatingLineLog):
         return (json.dumps(result.to_json_dict(), ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
+def _state_columns(rec: dict[str, Any]) -> tuple[str, str]:
+    """``state``/``dwell_s`` cells: the whole frame's, or ``door=open|gate=closed`` for zones (empty without --debounce/--zone)."""
+    if "zones" in rec:
+        zones = rec["zones"].items()
+        return ("|".join(f"{n}={z['state'] or ''}" for n, z in zones),
+                "|".join(f"{n}={'' if z['dwell_s'] is None else z['dwell_s']}" for n, z in zones))
+    if "state" in rec:
+        return (rec["state"] or "", "" if rec["dwell_s"] is None else str(rec["dwell_s"]))
+    return "", ""
+
+
 class CsvLogSink(RotatingLineLog):
-    """One row per record with a header in every file; ``top`` holds ``label:score`` pairs joined by ``|``."""
+    """One row per record with a header in every file; ``top`` holds ``label:score`` pairs joined by ``|``;
+    ``state``/``dwell_s`` hold the debounced state (``door=open|gate=closed`` with zones)."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "time", "epoch", "frame", "label", "score", "top", "fps",
         "capture_ms", "preprocess_ms", "invoke_ms", "draw_ms", "total_ms", "changed", "source", "file", "model",
+        "state", "dwell_s",
     )  # fmt: skip
     header = (",".join(COLUMNS) + "\r\n").encode()
 
@@ -242,6 +255,7 @@ class CsvLogSink(RotatingLineLog):
             *(lat.get(k, "") for k in ("capture", "preprocess", "invoke", "draw", "total")),
             int(rec["changed"]),
             *(rec.get(k, "") for k in ("source", "file", "model")),
+            *_state_columns(rec),
         ]
         buf = io.StringIO()
         csv.writer(buf).writerow(row)

@@ -213,7 +213,7 @@ def test_a_class_per_folder_tree_is_walked_with_recursive_and_records_name_each_
     csv_log = tmp_path / "tree.csv"
     assert edge_app("--source", str(tree), "--recursive", "--headless", "--log", str(csv_log)).returncode == 0
     rows = csv_log.read_text().splitlines()
-    assert rows[0].endswith(",source,file,model") and rows[1].split(",")[-2] == expected[0]
+    assert rows[0].endswith(",source,file,model,state,dwell_s") and rows[1].split(",")[-4] == expected[0]
 
 
 def test_recursive_needs_a_folder(clip) -> None:
@@ -302,3 +302,52 @@ def test_sighup_without_a_model_change_keeps_running(tmp_path, clip) -> None:
         if proc.poll() is None:
             proc.kill()
     assert "reloaded (was cifar10@" in stderr
+
+
+def test_post_api_reload_swaps_a_good_bundle_and_refuses_a_corrupt_one(tmp_path, clip, model_copy) -> None:
+    import urllib.error
+    import urllib.request
+
+    log = tmp_path / "results.jsonl"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = start("--source", str(clip), "--loop", "--realtime", "--headless", "--model", str(model_copy), "--log", str(log),
+                 "--http", f"127.0.0.1:{port}", "--http-token", "s3cret")
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def post(headers: dict[str, str]) -> tuple[int, dict | str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/reload", data=b"", method="POST", headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=40) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            body = err.read().decode()
+            return err.code, json.loads(body) if body.startswith("{") else body
+
+    auth = {"Authorization": "Bearer s3cret"}
+    try:
+        assert wait_until(lambda: len(records()) > 10, 20), proc.stderr
+        first = records()[0]["model"]
+        assert post({})[0] == 401
+        assert post({**auth, "Origin": "http://evil.example"})[0] == 403  # a cross-site form cannot reload
+        (model_copy / "model.tflite").write_bytes(b"\x00" * 1000)
+        code, body = post(auth)
+        assert code == 409 and isinstance(body, dict) and not body["ok"] and body["model"] == first and body["error"]
+        seen = len(records())
+        assert wait_until(lambda: len(records()) > seen + 10, 10), "the app stopped classifying after a refused reload"
+        for f in default_model_dir("cats-vs-dogs").iterdir():
+            shutil.copy2(f, model_copy / f.name)
+        code, body = post(auth)
+        assert code == 200 and isinstance(body, dict) and body["ok"] and body["model"] != first, body
+        count = len(records())
+        assert wait_until(lambda: len(records()) > count + 10, 10)
+        stop(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    all_records = records()
+    assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # no gap: the source kept flowing
+    assert {r["model"] for r in all_records} == {first, body["model"]}

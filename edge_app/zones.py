@@ -1,0 +1,142 @@
+"""Zones of the frame and debounced states.
+
+A zone (``--zone door:0.6,0.1,0.3,0.5``, or pixels ``--zone door:380,40,200,260``) is a rectangle
+``X,Y,W,H`` classified on its own instead of the centre crop: "is the garage door open". Fractions (all four
+numbers at most 1) scale with the frame; pixels are clipped to it.
+
+A :class:`Debouncer` turns per-frame top labels into a state that changes only after ``n`` consecutive results
+agree on a label above the threshold (``--debounce N``), and says how long the state has held (dwell).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from edge_app.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edge_app.model import Classification
+
+ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+WHOLE_FRAME = "frame"  # the state's name when there are no zones
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    x: float
+    y: float
+    w: float
+    h: float
+    fractional: bool
+
+    def box(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """``(x0, y0, x1, y1)`` in pixels of a ``height`` x ``width`` frame, clipped to it."""
+        sx, sy = (width, height) if self.fractional else (1, 1)
+        x0, y0 = round(self.x * sx), round(self.y * sy)
+        x1, y1 = round((self.x + self.w) * sx), round((self.y + self.h) * sy)
+        x0, x1 = max(0, min(width, x0)), max(0, min(width, x1))
+        y0, y1 = max(0, min(height, y0)), max(0, min(height, y1))
+        return x0, y0, x1, y1
+
+    def crop(self, frame: np.ndarray) -> np.ndarray:
+        """The zone's pixels (a view); the whole frame when the zone lies outside it (logged by the caller once)."""
+        x0, y0, x1, y1 = self.box(*frame.shape[:2])
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            return frame
+        return frame[y0:y1, x0:x1]
+
+    def fits(self, height: int, width: int) -> bool:
+        x0, y0, x1, y1 = self.box(height, width)
+        return x1 - x0 >= 2 and y1 - y0 >= 2
+
+    def describe(self) -> str:
+        nums = ",".join(f"{v:g}" for v in (self.x, self.y, self.w, self.h))
+        return f"{self.name}:{nums}{'' if self.fractional else ' px'}"
+
+
+def parse_zone(text: str) -> Zone:
+    """``NAME:X,Y,W,H`` -> :class:`Zone`; a ConfigError that shows the expected form otherwise."""
+    example = "expected NAME:X,Y,W,H, e.g. door:0.6,0.1,0.3,0.5 (fractions of the frame) or door:380,40,200,260 (pixels)"
+    name, sep, rest = str(text).partition(":")
+    if not sep:
+        raise ConfigError(f"zone {text!r} has no name: {example}")
+    if not ZONE_NAME.fullmatch(name):
+        raise ConfigError(f"zone name {name!r} must be 1-64 letters, digits, '_' or '-' (it names MQTT topics): {example}")
+    try:
+        nums = [float(p) for p in rest.split(",")]
+    except ValueError:
+        raise ConfigError(f"zone {text!r}: X,Y,W,H must be numbers; {example}") from None
+    if len(nums) != 4 or not all(np.isfinite(nums)):
+        raise ConfigError(f"zone {text!r}: give exactly four numbers X,Y,W,H; {example}")
+    x, y, w, h = nums
+    if min(nums) < 0 or w <= 0 or h <= 0:
+        raise ConfigError(f"zone {text!r}: X and Y must be >= 0 and W, H > 0; {example}")
+    fractional = max(nums) <= 1.0
+    if fractional and (x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9):
+        raise ConfigError(f"zone {text!r} reaches outside the frame (X+W and Y+H must be at most 1 for fractions)")
+    if not fractional and not all(float(v).is_integer() for v in nums):
+        raise ConfigError(f"zone {text!r}: pixel zones take whole numbers; for fractions keep all four numbers at most 1")
+    return Zone(name, x, y, w, h, fractional)
+
+
+def parse_zones(texts: tuple[str, ...] | list[str]) -> list[Zone]:
+    zones = [parse_zone(t) for t in texts]
+    names = [z.name for z in zones]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"zone name(s) used twice: {', '.join(dup)}; give every --zone its own name")
+    return zones
+
+
+@dataclass
+class Debouncer:
+    """A state that changes only after ``n`` consecutive frames agree on a top label (``None``: nothing above the threshold)."""
+
+    n: int = 1
+    state: str | None = None
+    since: float | None = None  # time.time() the state was entered
+    _candidate: str | None = field(default=None, repr=False)
+    _count: int = field(default=0, repr=False)
+
+    def update(self, label: str | None, now: float) -> bool:
+        """Fold in one frame's top label; True when the state changed on this frame."""
+        if label is not None and label == self._candidate:
+            self._count += 1
+        else:
+            self._candidate, self._count = label, 1 if label is not None else 0
+        if label is not None and label != self.state and self._count >= self.n:
+            self.state, self.since = label, now
+            return True
+        return False
+
+    def dwell(self, now: float) -> float | None:
+        return None if self.since is None else max(0.0, now - self.since)
+
+    def reset(self) -> None:
+        """A new model: its labels may differ, so the state starts afresh."""
+        self.state = self.since = self._candidate = None
+        self._count = 0
+
+
+class ZoneResult(NamedTuple):
+    """One zone's (or, without zones, the whole frame's) classification and debounced state on one frame."""
+
+    name: str
+    top: list[Classification]
+    state: str | None
+    dwell_s: float | None
+    state_changed: bool
+    box: tuple[int, int, int, int] | None  # pixels of the frame it was cut from; None for the whole frame
+
+    def to_json_dict(self) -> dict[str, object]:
+        return {
+            "top": [{"id": int(c.id), "label": str(c.label), "score": round(float(c.score), 4)} for c in self.top],
+            "state": self.state,
+            "dwell_s": None if self.dwell_s is None else round(self.dwell_s, 2),
+            "state_changed": self.state_changed,
+        }
