@@ -321,7 +321,7 @@ def test_post_api_reload_swaps_a_good_bundle_and_refuses_a_corrupt_one(tmp_path,
     def post(headers: dict[str, str]) -> tuple[int, dict | str]:
         req = urllib.request.Request(f"http://127.0.0.1:{port}/api/reload", data=b"", method="POST", headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=40) as resp:
+            with urllib.request.urlopen(req, timeout=40) as resp:  # noqa: S310 - a fixed http://127.0.0.1 URL
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as err:
             body = err.read().decode()
