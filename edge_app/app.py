@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_app import __version__
+from edge_app.collect import CollectSink
 from edge_app.config import AppConfig, parse_hostport
 from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
 from edge_app.errors import EdgeAppError, OutputError
@@ -323,7 +324,7 @@ class App:
         if c.decode != "reduced":
             return False
         shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--http", c.http), ("--snapshots", c.snapshots),
-                                       ("--zone", bool(c.zone))) if on]
+                                       ("--zone", bool(c.zone)), ("--collect", c.collect)) if on]
         if shown:
             log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
             return False
@@ -344,6 +345,10 @@ class App:
                 annotate=True,
             )
             self.views.append(_Output(f"snapshots {config.snapshots}", snapshots))
+        if config.collect is not None:
+            collector = CollectSink(config.collect, interval_s=config.collect_interval, below=config.collect_below, min_gap_s=config.collect_min_gap,
+                                    max_files=config.collect_max_files, max_bytes=int(config.collect_max_mb * 1e6))
+            self.views.append(_Output(f"collect {config.collect}", collector))
         if config.http is not None:
             host, port = parse_hostport(config.http)
             server = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait)

@@ -120,6 +120,16 @@ class AppConfig:
         default=None, metadata=_meta("also save frames whose top-1 score reaches this (0-1), at most every snapshot_interval", min=0.0, max=1.0)
     )
     snapshot_interval: float = field(default=10.0, metadata=_meta("seconds between snapshots saved for snapshot_min_score", min=0.0))
+    collect: Path | None = field(
+        default=None,
+        metadata=_meta("save candidate training frames (zone crops with --zone) into DIR/inbox for review: on an interval, on label "
+                       "changes and when unsure, near-duplicates skipped; reviewed images go to DIR/train/<class>"),
+    )
+    collect_interval: float = field(default=60.0, metadata=_meta("collect: seconds between frames saved anyway", gt=0.0))
+    collect_min_gap: float = field(default=1.0, metadata=_meta("collect: at least this many seconds between two saves of a zone", min=0.0))
+    collect_below: float = field(default=0.5, metadata=_meta("collect: save frames whose top score is below this (0-1)", min=0.0, max=1.0))
+    collect_max_files: int = field(default=1000, metadata=_meta("collect: pause when the inbox holds this many images", min=1))
+    collect_max_mb: float = field(default=500.0, metadata=_meta("collect: pause when the inbox holds this many megabytes", gt=0.0))
     http: str | None = field(
         default=None,
         metadata=_meta(

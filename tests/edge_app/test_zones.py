@@ -163,3 +163,29 @@ def test_zone_states_are_retained_on_mqtt(tmp_path, scene, mosquitto_broker) -> 
         assert config["state_topic"] == "edge-app/garage/state/left" and config["options"] == ["cat", "dog"]
     finally:
         late.close()
+
+
+def test_collect_saves_zone_crops_and_skips_near_duplicates(tmp_path, scene) -> None:
+    """Every frame is a candidate (interval ~0, no gap): only the first view of each scene per zone is kept."""
+    collect = tmp_path / "collected"
+    result = edge_app("--model", str(default_model_dir("cats-vs-dogs")), "--source", str(scene), "--headless",
+                      "--zone", "left:0,0,0.5,1", "--zone", "right:0.5,0,0.5,1", "--collect", str(collect),
+                      "--collect-interval", "0.001", "--collect-min-gap", "0", timeout=120)
+    assert result.returncode == 0, result.stderr
+    metas = sorted((json.loads(p.read_text()) for p in (collect / "inbox").glob("*.json")), key=lambda m: (m["zone"], m["frame"]))
+    assert [(m["zone"], m["frame"]) for m in metas] == [("left", 0), ("left", HALF), ("right", 0), ("right", HALF)]
+    assert [m["label"] for m in metas] == ["cat", "dog", "dog", "cat"] and all(0.5 < m["score"] <= 1 for m in metas)
+    crop = cv2.imread(str(collect / "inbox" / metas[0]["image"]))
+    assert crop is not None and crop.shape[:2] == (480, 320)  # the zone, not the frame
+    assert "saved 4 frame(s)" in result.stderr and "skipped 116 near-duplicate(s)" in result.stderr, result.stderr[-300:]
+    assert (collect / "train").is_dir()
+
+
+def test_collect_pauses_when_the_inbox_is_full(tmp_path, scene) -> None:
+    collect = tmp_path / "collected"
+    result = edge_app("--model", str(default_model_dir("cats-vs-dogs")), "--source", str(scene), "--headless",
+                      "--zone", "left:0,0,0.5,1", "--collect", str(collect), "--collect-interval", "0.001", "--collect-min-gap", "0",
+                      "--collect-max-files", "1",
+                      timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(list((collect / "inbox").glob("*.jpg"))) == 1 and "is full (1 images" in result.stderr
