@@ -257,6 +257,20 @@ def run_soak(argv: Sequence[str]) -> int:
         return report(exc, args.debug)
 
 
+def run_review(argv: Sequence[str]) -> int:
+    from edge_app import review  # noqa: PLC0415 - needs the [review] extra, imported only when asked for
+
+    parser = argparse.ArgumentParser(prog=f"{PROG} review", description=review.DESCRIPTION)
+    review.add_arguments(parser)
+    add_logging_flags(parser)
+    args = parser.parse_args(argv)
+    configure_logging(args.verbose, args.quiet, args.debug)
+    try:
+        return review.run(args)
+    except (KeyboardInterrupt, Exception) as exc:
+        return report(exc, args.debug)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``edge-app`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -264,4 +278,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_bench(args[1:])
     if args and args[0] == "soak":
         return run_soak(args[1:])
+    if args and args[0] == "review":
+        return run_review(args[1:])
     return run(args)

@@ -11,13 +11,14 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # System packages the tests use: real data (Fashion-MNIST), real services and tools (systemd-analyze,
-# shellcheck, mosquitto, chromium, Xvfb and libxcb for the window), the venv module.
+# shellcheck, mosquitto, chromium and chromedriver, Xvfb and libxcb for the window), the venv module.
 apt_needed=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_needed+=(dataset-fashion-mnist)
 command -v systemd-analyze >/dev/null || apt_needed+=(systemd)
 command -v shellcheck >/dev/null || apt_needed+=(shellcheck)
 command -v mosquitto >/dev/null || apt_needed+=(mosquitto)
 command -v chromium >/dev/null || apt_needed+=(chromium)
+command -v chromedriver >/dev/null || apt_needed+=(chromium-driver)
 command -v Xvfb >/dev/null || apt_needed+=(xvfb)
 command -v xvfb-run >/dev/null || apt_needed+=(xvfb)
 command -v openssl >/dev/null || apt_needed+=(openssl)
@@ -34,7 +35,7 @@ fi
 # module and the one installed last silently wins.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[workstation,pretrained,gui,integrations,dev]"
+.venv/bin/python -m pip install -q -e ".[workstation,pretrained,review,gui,integrations,dev]"
 # MediaPipe Tasks, to check that converted models load in its ImageClassifier (tests/converter/test_metadata.py).
 # Without its dependencies: they would add opencv-contrib-python, a second OpenCV.
 .venv/bin/python -m pip install -q --no-deps mediapipe==0.10.35

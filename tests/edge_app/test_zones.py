@@ -9,20 +9,18 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset, load_dataset
 from edge_app.errors import ConfigError
-from edge_app.model import Classifier, default_model_dir, resolve_model
+from edge_app.model import default_model_dir
 from edge_app.zones import Debouncer, parse_zone
+from tests.edge_app.conftest import HALF
 from tests.edge_app.helpers import edge_app, one_error_line, read_jsonl
 
 pytestmark = pytest.mark.timeout(180)
-HALF = 30  # frames before the photos swap sides
 
 
 def test_zones_in_fractions_and_pixels() -> None:
@@ -62,30 +60,6 @@ def test_zone_flags_are_checked_up_front(tmp_path) -> None:
     bad.write_text('zone = "door:0,0,2"\n')
     result = edge_app("--config", str(bad), "--check-config")
     assert result.returncode == 3 and "zone 'door:0,0,2'" in one_error_line(result)
-
-
-@pytest.fixture(scope="module")
-def sure_photos(shared_datasets: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A cat and a dog photo of the test split that the shipped model gets right with the highest confidence."""
-    test: Dataset = load_dataset(shared_datasets / "cats-vs-dogs.tar.gz", "test", image_size=(240, 240))
-    clf = Classifier(resolve_model(default_model_dir("cats-vs-dogs")))
-    picks = []
-    for name in ("cat", "dog"):
-        idx = np.flatnonzero(test.y == test.classes.index(name))[:40]
-        scores = [clf.scores(cv2.cvtColor(test.x[i], cv2.COLOR_RGB2BGR))[clf.labels.index(name)] for i in idx]
-        picks.append(test.x[idx[int(np.argmax(scores))]])
-    return picks[0], picks[1]
-
-
-@pytest.fixture(scope="module")
-def scene(tmp_path_factory, sure_photos) -> Path:
-    cat, dog = (cv2.cvtColor(cv2.resize(p, (320, 480)), cv2.COLOR_RGB2BGR) for p in sure_photos)
-    path = tmp_path_factory.mktemp("zones") / "scene.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (640, 480))
-    for i in range(2 * HALF):
-        writer.write(np.hstack([cat, dog] if i < HALF else [dog, cat]))
-    writer.release()
-    return path
 
 
 def test_each_zone_changes_state_after_debounce_frames(tmp_path, scene) -> None:

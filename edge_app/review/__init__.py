@@ -1,0 +1,252 @@
+"""``edge-app review DIR``: the page where collected frames become a training set.
+
+A Starlette app served by uvicorn (``pip install 'edge-recognition[review]'``). It shows ``DIR/inbox`` (what
+``--collect DIR`` saved) as thumbnails with the predicted label and score, lowest score first; the user selects
+many and assigns a class (an existing one or a new one) or discards them; labelled images move into
+``DIR/train/<class>/``, the layout ``train-model`` reads, and ``/api/dataset.tar.gz`` downloads that folder.
+
+Routes: ``GET /`` (static page), ``GET /api/inbox``, ``GET /inbox/<image>``, ``GET /train/<class>/<image>``,
+``POST /api/label`` ``{"images": [...], "label": "cat"}``, ``POST /api/discard`` ``{"images": [...]}``,
+``GET /api/dataset.tar.gz``, ``GET /healthz``.
+
+Security: with ``--token`` every route but ``/healthz`` needs it (``Authorization: Bearer`` or ``?token=`` for
+reading; state changes take it only in the header). A state-changing request must be JSON with the
+``X-Edge-App: 1`` header and, when the browser sends an ``Origin``, this server's own origin, so another site
+cannot post a form or a script request to it (browsers refuse such headers cross-site without CORS, which this
+server never grants).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import io
+import json
+import logging
+import re
+import shutil
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from edge_app.collect import INBOX, TRAIN
+from edge_app.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
+IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.jpg")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MAX_BATCH = 5000
+
+
+def _need_starlette() -> None:
+    try:
+        import starlette  # noqa: F401, PLC0415
+        import uvicorn  # noqa: F401, PLC0415
+    except ImportError:
+        raise ConfigError("the review page needs Starlette and uvicorn: pip install 'edge-recognition[review]'") from None
+
+
+def check_class(name: object) -> str:
+    if not isinstance(name, str) or not CLASS_NAME.fullmatch(name.strip()) or name.strip() in (INBOX, TRAIN):
+        raise ValueError(f"bad class name {name!r}: use 1-64 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit")
+    return name.strip()
+
+
+class Dataset:
+    """The collect folder: ``inbox/`` (unreviewed, with ``.json`` predictions) and ``train/<class>/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.inbox = root / INBOX
+        self.train = root / TRAIN
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.train.mkdir(exist_ok=True)
+
+    def inbox_items(self) -> list[dict[str, Any]]:
+        items = []
+        for jpg in sorted(self.inbox.glob("*.jpg")):
+            meta: dict[str, Any] = {}
+            with contextlib.suppress(OSError, ValueError):  # an image dropped in by hand has no prediction
+                meta = json.loads(jpg.with_suffix(".json").read_text())
+            items.append({"image": jpg.name, "label": meta.get("label"), "score": meta.get("score"), "zone": meta.get("zone"),
+                          "time": meta.get("time"), "reasons": meta.get("reasons", []), "model": meta.get("model")})
+        items.sort(key=lambda i: (i["score"] if isinstance(i["score"], int | float) else -1.0, i["image"]))
+        return items
+
+    def classes(self) -> dict[str, int]:
+        return {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                for d in sorted(self.train.iterdir()) if d.is_dir() and not d.name.startswith(".")}
+
+    def _inbox_image(self, name: object) -> Path:
+        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
+            raise ValueError(f"bad image name {name!r}")
+        path = self.inbox / name
+        if not path.is_file():
+            raise FileNotFoundError(name)
+        return path
+
+    def move(self, names: list[Any], label: str) -> list[str]:
+        """Move inbox images into ``train/<label>/`` (their prediction files stay out of the dataset); the names moved."""
+        target = self.train / check_class(label)
+        target.mkdir(exist_ok=True)
+        moved = []
+        for name in names:
+            try:
+                src = self._inbox_image(name)
+            except FileNotFoundError:
+                continue  # moved already (another tab): not an error
+            shutil.move(str(src), str(target / src.name))
+            src.with_suffix(".json").unlink(missing_ok=True)
+            moved.append(src.name)
+        log.info("review: %d image(s) labelled %s", len(moved), label)
+        return moved
+
+    def discard(self, names: list[Any]) -> list[str]:
+        gone = []
+        for name in names:
+            try:
+                src = self._inbox_image(name)
+            except FileNotFoundError:
+                continue
+            src.unlink()
+            src.with_suffix(".json").unlink(missing_ok=True)
+            gone.append(src.name)
+        log.info("review: %d image(s) discarded", len(gone))
+        return gone
+
+    def tar_gz(self) -> bytes:
+        """``train/<class>/*`` as a .tar.gz (``train-model --data dataset.tar.gz`` reads it as it is)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for cls, _count in self.classes().items():
+                for f in sorted((self.train / cls).iterdir()):
+                    if f.suffix.lower() in IMAGE_SUFFIXES:
+                        tar.add(f, arcname=f"{TRAIN}/{cls}/{f.name}")
+        return buf.getvalue()
+
+
+def create_app(root: Path, token: str | None = None, labels: list[str] | None = None) -> Any:
+    """The Starlette application for the collect folder ``root``; ``labels`` (a model's) are offered as classes."""
+    _need_starlette()
+    from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.requests import Request  # noqa: PLC0415
+    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: PLC0415
+    from starlette.routing import Mount, Route  # noqa: PLC0415
+    from starlette.staticfiles import StaticFiles  # noqa: PLC0415
+
+    data = Dataset(root)
+
+    def allowed(request: Request, changing: bool) -> Response | None:
+        if token is not None:
+            auth = request.headers.get("authorization", "")
+            scheme, _, value = auth.partition(" ")
+            ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+            if not ok and not changing:
+                ok = hmac.compare_digest(request.query_params.get("token", "").encode(), token.encode())
+            if not ok:
+                return PlainTextResponse("unauthorized: send Authorization: Bearer TOKEN (or ?token= to read)\n", 401)
+        if changing:
+            origin = request.headers.get("origin")
+            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+                return PlainTextResponse("forbidden: cross-site requests may not change anything\n", 403)
+            if request.headers.get("x-edge-app") != "1" or not request.headers.get("content-type", "").startswith("application/json"):
+                return PlainTextResponse("forbidden: send JSON with the X-Edge-App: 1 header\n", 403)
+        return None
+
+    async def body_names(request: Request) -> tuple[list[Any], dict[str, Any]]:
+        payload = await request.json()
+        if not isinstance(payload, dict) or not isinstance(payload.get("images"), list) or len(payload["images"]) > MAX_BATCH:
+            raise ValueError(f'expected {{"images": [up to {MAX_BATCH} names], ...}}')
+        return payload["images"], payload
+
+    async def page(request: Request) -> Response:
+        return denied if (denied := allowed(request, False)) else FileResponse(STATIC / "index.html")
+
+    async def inbox(request: Request) -> Response:
+        if denied := allowed(request, False):
+            return denied
+        counts = data.classes()
+        offered = sorted(set(counts) | set(labels or []))
+        return JSONResponse({"items": data.inbox_items(), "classes": offered, "counts": counts})
+
+    async def image(request: Request) -> Response:
+        if denied := allowed(request, False):
+            return denied
+        name = request.path_params["name"]
+        if not IMAGE_NAME.fullmatch(name) or not (data.inbox / name).is_file():
+            return PlainTextResponse("not found\n", 404)
+        return FileResponse(data.inbox / name, media_type="image/jpeg")
+
+    async def label(request: Request) -> Response:
+        if denied := allowed(request, True):
+            return denied
+        try:
+            names, payload = await body_names(request)
+            moved = data.move(names, payload.get("label"))  # type: ignore[arg-type]
+        except (ValueError, json.JSONDecodeError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"moved": moved, "counts": data.classes()})
+
+    async def discard(request: Request) -> Response:
+        if denied := allowed(request, True):
+            return denied
+        try:
+            names, _ = await body_names(request)
+        except (ValueError, json.JSONDecodeError) as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+        return JSONResponse({"discarded": data.discard(names)})
+
+    async def dataset(request: Request) -> Response:
+        if denied := allowed(request, False):
+            return denied
+        return Response(data.tar_gz(), media_type="application/gzip",
+                        headers={"Content-Disposition": f'attachment; filename="{root.name or "dataset"}.tar.gz"'})
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+    return Starlette(routes=[
+        Route("/", page),
+        Route("/api/inbox", inbox),
+        Route("/inbox/{name}", image),
+        Route("/api/label", label, methods=["POST"]),
+        Route("/api/discard", discard, methods=["POST"]),
+        Route("/api/dataset.tar.gz", dataset),
+        Route("/healthz", healthz),
+        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
+    ])  # fmt: skip
+
+
+DESCRIPTION = "Review the frames --collect saved: label them in a web page into DIR/train/<class>/ for train-model."
+
+
+def add_arguments(parser: Any) -> None:
+    parser.add_argument("folder", type=Path, help="the --collect folder (holds inbox/ and train/)")
+    parser.add_argument("--http", default="127.0.0.1:8081", help="[HOST:]PORT to serve on (default 127.0.0.1:8081; 0.0.0.0:PORT for every interface)")
+    parser.add_argument("--token", help="require this token (Authorization: Bearer, or ?token= in the page URL)")
+    parser.add_argument("--model", type=Path, help="offer this model bundle's labels as classes")
+
+
+def run(args: Any) -> int:
+    from edge_app.config import parse_hostport  # noqa: PLC0415
+
+    _need_starlette()
+    import uvicorn  # noqa: PLC0415
+
+    try:
+        host, port = parse_hostport(args.http)
+    except ValueError as exc:
+        raise ConfigError(f"--http: {exc}") from None
+    labels = None
+    if args.model is not None:
+        from edge_app.model import resolve_model  # noqa: PLC0415
+
+        files = resolve_model(args.model, None)
+        labels = [line.strip() for line in files.labels.read_text().splitlines() if line.strip()] if files.labels else None
+    app = create_app(args.folder, args.token, labels)
+    log.info("review page on http://%s:%d/%s", host, port, "?token=..." if args.token else "")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+    return 0
