@@ -242,7 +242,7 @@ def test_sighup_reloads_a_new_model_between_frames_and_refuses_a_broken_one(tmp_
         seen = len(records())
         assert wait_until(lambda: len(records()) > seen + 10, 10), "the app stopped classifying after a refused reload"
         assert {r["model"] for r in records()} == {first}
-        # another bundle (64x64, two classes) copied over the folder: swapped in without a restart
+        # another bundle (224x224, two classes) copied over the folder: swapped in without a restart
         for f in default_model_dir("cats-vs-dogs").iterdir():
             shutil.copy2(f, model_copy / f.name)
         proc.send_signal(signal.SIGHUP)

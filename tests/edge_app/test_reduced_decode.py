@@ -2,7 +2,7 @@
 
 A real MJPG video of CIFAR-10 validation images (640x480, as a camera sends them), classified by the real app
 twice: ``--decode full`` (the default) and ``--decode reduced`` (headless with a log: nothing shows the frames).
-Measured here: the 64x64 dogs-vs-cats model agrees on 100 % of frames at 1/4 scale; the 32x32 CIFAR-10 model,
+Measured here: the 224x224 dogs-vs-cats model (EfficientNet-Lite0) at 1/2 scale: see the test's threshold; the 32x32 CIFAR-10 model,
 whose borderline frames flip with a few levels of pixel difference, on 94.5 % at 1/8: below the 99 % the
 performance issue asks for, which is why ``reduced`` is not the default."""
 
@@ -31,10 +31,18 @@ def labels(log: Path) -> list[str]:
     return [json.loads(line)["top"][0]["label"] for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("case", [("cifar10", 8, 0.93), ("cats-vs-dogs", 4, 0.99)], ids=["cifar10", "cats-vs-dogs"])
-def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, write_video, case, repo_root) -> None:
+@pytest.mark.parametrize("case", [("cifar10", 8, 0.93), ("cats-vs-dogs", 2, 0.99)], ids=["cifar10", "cats-vs-dogs"])
+def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, shared_datasets, write_video, case, repo_root) -> None:
+    """Each model on its own kind of picture: CIFAR-10 images, and real dogs-vs-cats photos of the test split."""
     model, factor, least = case
-    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:200])
+    if model == "cifar10":
+        images = cifar10_val.x[:200]
+    else:
+        from converter.data import load_dataset, stratified_sample
+
+        photos = load_dataset(shared_datasets / "cats-vs-dogs.tar.gz", "test", image_size=(480, 640))
+        images = photos.x[stratified_sample(photos.y, 100, seed=0)]
+    video = write_video(tmp_path / "clip.avi", images)
     bundle = repo_root / "models" / model
     full, reduced = tmp_path / "full.jsonl", tmp_path / "reduced.jsonl"
     ran_full = edge_app("--model", str(bundle), "--source", str(video), "--headless", "--decode", "full", "--log", str(full), timeout=120)
@@ -51,4 +59,4 @@ def test_anything_that_shows_frames_keeps_full_decoding(tmp_path, cifar10_val, w
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:5])
     shots = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"))
     assert shots.returncode == 0 and "at 1/" not in shots.stderr, shots.stderr
-    assert "decode = reduced is ignored: --snapshots shows the frames" in shots.stderr
+    assert "decode = reduced is ignored: --snapshots needs the full frames" in shots.stderr
