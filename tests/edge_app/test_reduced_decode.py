@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_app.model import default_model_dir
 from edge_app.preprocess import reduction_for
 from tests.edge_app.helpers import edge_app
 
@@ -32,7 +33,7 @@ def labels(log: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("case", [("cifar10", 8, 0.93), ("cats-vs-dogs", 2, 0.99)], ids=["cifar10", "cats-vs-dogs"])
-def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, shared_datasets, write_video, case, repo_root) -> None:
+def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, shared_datasets, write_video, case) -> None:
     """Each model on its own kind of picture: CIFAR-10 images, and real dogs-vs-cats photos of the test split."""
     model, factor, least = case
     if model == "cifar10":
@@ -43,7 +44,7 @@ def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, share
         photos = load_dataset(shared_datasets / "cats-vs-dogs.tar.gz", "test", image_size=(480, 640))
         images = photos.x[stratified_sample(photos.y, 100, seed=0)]
     video = write_video(tmp_path / "clip.avi", images)
-    bundle = repo_root / "models" / model
+    bundle = default_model_dir(model)
     full, reduced = tmp_path / "full.jsonl", tmp_path / "reduced.jsonl"
     ran_full = edge_app("--model", str(bundle), "--source", str(video), "--headless", "--decode", "full", "--log", str(full), timeout=120)
     ran_reduced = edge_app("--model", str(bundle), "--source", str(video), "--headless", "--decode", "reduced", "--log", str(reduced), timeout=120)
