@@ -7,7 +7,8 @@ many and assigns a class (an existing one or a new one) or discards them; labell
 
 Routes: ``GET /`` (static page), ``GET /api/inbox``, ``GET /inbox/<image>``, ``GET /train/<class>/<image>``,
 ``POST /api/label`` ``{"images": [...], "label": "cat"}``, ``POST /api/discard`` ``{"images": [...]}``,
-``GET /api/dataset.tar.gz``, ``GET /healthz``.
+``GET /api/dataset.tar.gz``, ``GET /api/candidate`` (the report ``retrain-model`` wrote: validation accuracy,
+per-class recall, disagreement with the current model), ``GET /healthz``.
 
 Security: with ``--token`` every route but ``/healthz`` needs it (``Authorization: Bearer`` or ``?token=`` for
 reading; state changes take it only in the header). A state-changing request must be JSON with the
@@ -205,6 +206,15 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
         return Response(data.tar_gz(), media_type="application/gzip",
                         headers={"Content-Disposition": f'attachment; filename="{root.name or "dataset"}.tar.gz"'})
 
+    async def candidate(request: Request) -> Response:
+        if denied := allowed(request, False):
+            return denied
+        path = root / "candidate" / "retrain_report.json"
+        try:
+            return JSONResponse(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return JSONResponse({"error": f"no candidate yet: run retrain-model {root}"}, 404)
+
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
@@ -215,6 +225,7 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
         Route("/api/label", label, methods=["POST"]),
         Route("/api/discard", discard, methods=["POST"]),
         Route("/api/dataset.tar.gz", dataset),
+        Route("/api/candidate", candidate),
         Route("/healthz", healthz),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
     ])  # fmt: skip

@@ -146,3 +146,13 @@ def test_label_in_the_browser_then_train_on_the_download(server: str, collected:
     assert train_main(["--data", str(archive), "--image-size", "96", "--epochs", "3", "--val-fraction", "0.5", "--out", str(out), "-q"]) == 0
     assert json.loads((out / "train_report.json").read_text())["classes"] == ["cat", "dog"]
 
+    # retrain-model on the folder itself: a candidate bundle and its report, which the page serves
+    from converter.retrain import main as retrain_main
+
+    current = default_model_dir("cats-vs-dogs")
+    assert retrain_main([str(collected), "--current", str(current), "--image-size", "96", "--val-fraction", "0.5", "--epochs", "3", "-q"]) == 0
+    report = httpx.get(server + "api/candidate", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert report["classes"] == ["cat", "dog"] and set(report["recall"]) == {"cat", "dog"} and report["val_images"] == 2
+    assert 0 <= report["current"]["disagreement"] <= 1 and report["current"]["new_classes"] == []
+    assert (collected / "candidate" / "model.tflite").is_file() and (collected / "candidate" / "manifest.json").is_file()
+

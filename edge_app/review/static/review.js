@@ -103,5 +103,17 @@ document.getElementById("discard-btn").addEventListener("click", async () => {
     await refresh();
   } catch (e) { say("discarding failed: " + e.message, true); }
 });
+async function candidate() {
+  try {
+    const r = await api("api/candidate");
+    const lines = ["validation accuracy (int8): " + (r.val_accuracy.int8 * 100).toFixed(1) + "% on " + r.val_images + " images",
+      "recall: " + Object.entries(r.recall).map(([c, v]) => c + " " + (v * 100).toFixed(0) + "%").join(", ")];
+    if (r.current) lines.push("disagrees with the current model on " + (r.current.disagreement * 100).toFixed(1) + "% of them" +
+      (r.current.new_classes.length ? "; new classes: " + r.current.new_classes.join(", ") : ""));
+    document.getElementById("candidate-text").textContent = lines.join("\n");
+    document.getElementById("candidate").hidden = false;
+  } catch (e) { /* no candidate yet */ }
+}
 document.getElementById("download").href = withToken("api/dataset.tar.gz");
 refresh();
+candidate();

@@ -1,0 +1,129 @@
+"""``retrain-model DIR``: from the frames collected and labelled on the device to a candidate bundle, in one command.
+
+``DIR`` is an ``edge-app --collect DIR`` folder whose ``train/<class>/`` the review page filled. The command
+trains with the pretrained fast path (``train-model``'s default for photos), converts to int8 with the usual
+float-vs-int8 check, evaluates the int8 model on the held-out carve (accuracy, per-class recall) and, with
+``--current BUNDLE``, how often the candidate disagrees with the model running now on those same images. It
+writes ``DIR/candidate/`` (a bundle) with ``retrain_report.json``, which the review page shows before anyone
+deploys it (copy the bundle over the live model folder, then ``systemctl reload edge-app`` or
+``POST /api/reload``: a bundle that fails to load is refused and the old one keeps running).
+
+Runs on the workstation, or on the device where the ``[workstation,pretrained]`` extras install (a Pi 5 runs
+TensorFlow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.cli_common import add_common_flags, run_cli
+from converter.data import load_folder, parse_size, stratified_split
+from converter.errors import DataError
+from converter.evaluate import TFLiteRunner
+
+log = logging.getLogger(__name__)
+
+CANDIDATE = "candidate"
+REPORT = "retrain_report.json"
+
+
+def disagreement(current: Path, val_images: np.ndarray, val_classes: tuple[str, ...], candidate_pred: np.ndarray, root: Path) -> dict[str, Any]:
+    """How often the current bundle's top label differs from the candidate's, on the same held-out images."""
+    runner = TFLiteRunner(current)
+    h, w, _ = runner.input_shape
+    from edge_app.preprocess import fit_to_size  # noqa: PLC0415
+
+    x = np.stack([fit_to_size(img, (h, w)) for img in val_images]) if val_images.shape[1:3] != (h, w) else val_images
+    labels = list(runner.labels or [])
+    now = [labels[i] if i < len(labels) else str(i) for i in np.argmax(runner.predict(x), 1)]
+    new = [val_classes[i] for i in candidate_pred]
+    differ = float(np.mean([a != b for a, b in zip(now, new, strict=True)]))
+    return {"model": str(current), "labels": labels, "disagreement": round(differ, 4), "images": len(new),
+            "new_classes": sorted(set(val_classes) - set(labels)), "dropped_classes": sorted(set(labels) - set(val_classes))}
+
+
+def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0", image_size: tuple[int, int] | None = None,
+            val_fraction: float = 0.2, seed: int = 0, epochs: int | None = None) -> dict[str, Any]:
+    from converter.backbones import default_size  # noqa: PLC0415
+    from converter.convert import convert_model  # noqa: PLC0415
+    from converter.train import train_pretrained  # noqa: PLC0415
+    from converter.transfer import TransferConfig  # noqa: PLC0415
+
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise DataError(f"{train_dir} does not exist: label collected frames first (edge-app review {root}), or pass a --collect folder")
+    size = image_size or (default_size(arch), default_size(arch))
+    full = load_folder(train_dir, "train", image_size=size)
+    counts = full.counts()
+    few = {c: n for c, n in counts.items() if n < 2}
+    if few:
+        raise DataError(f"every class needs at least 2 labelled images (one to train, one to check); too few: {few}")
+    ti, vi = stratified_split(full.y, val_fraction, seed)
+    train, val = full.subset(ti), full.subset(vi)
+    t0 = time.perf_counter()
+    run = root / ".retrain-run"
+    tcfg = TransferConfig(backbone=arch, seed=seed, epochs=epochs or TransferConfig.epochs)
+    report = train_pretrained(tcfg, train, val, run)
+    out = root / CANDIDATE
+    if out.exists():
+        shutil.rmtree(out)
+    res = convert_model(run / "model.keras", train, val, out, calib_images=min(300, len(train)), max_drop=100.0, seed=seed)
+    runner = TFLiteRunner(out)
+    pred = np.argmax(runner.predict(val.x), 1)
+    recall = {c: round(float(np.mean(pred[val.y == i] == i)), 4) for i, c in enumerate(val.classes)}
+    result: dict[str, Any] = {
+        "candidate": str(out),
+        "classes": list(val.classes),
+        "train_images": counts,
+        "val_images": len(val),
+        "val_accuracy": {"float": res.manifest["accuracy"]["float"], "int8": round(float(np.mean(pred == val.y)), 4)},
+        "recall": recall,
+        "train_seconds": report["train_seconds"],
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "arch": arch,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if current is not None:
+        result["current"] = disagreement(current, val.x, val.classes, pred, root)
+    (out / REPORT).write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(run, ignore_errors=True)
+    log.info("candidate %s: int8 validation accuracy %.4f on %d images%s", out, result["val_accuracy"]["int8"], len(val),
+             f", disagrees with {current} on {result['current']['disagreement']:.1%}" if current is not None else "")
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="retrain-model", description="Train and convert a candidate bundle from an edge-app --collect folder's labelled frames.")
+    p.add_argument("folder", type=Path, help="the --collect folder (its train/<class>/ holds the labelled images)")
+    p.add_argument("--current", type=Path, help="the bundle running now: report how often the candidate disagrees with it")
+    p.add_argument("--arch", default="efficientnet-lite0", help="pretrained backbone (default efficientnet-lite0)")
+    p.add_argument("--image-size", help="input size (default: the backbone's, 224)")
+    p.add_argument("--epochs", type=int, help="head epochs (default 40)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="held out per class for the checks (default 0.2)")
+    p.add_argument("--seed", type=int, default=0)
+    add_common_flags(p)
+    return p
+
+
+def _main(args: argparse.Namespace) -> int:
+    result = retrain(args.folder, current=args.current, arch=args.arch, image_size=parse_size(args.image_size),
+                     val_fraction=args.val_fraction, seed=args.seed, epochs=args.epochs)
+    print(json.dumps({k: result[k] for k in ("candidate", "val_accuracy", "recall")} | ({"current": result["current"]} if "current" in result else {})))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("retrain-model", _main, build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
