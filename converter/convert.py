@@ -10,6 +10,7 @@ images and refused when it loses more than ``--max-drop`` points (unless ``--all
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import platform
@@ -233,6 +234,7 @@ def convert_model(
         },
         "calibration_images": len(calib),
         "size_bytes": (out / "model.tflite").stat().st_size,
+        "sha256": hashlib.sha256((out / "model.tflite").read_bytes()).hexdigest(),  # edge-app --model-url checks it
         "params": int(model.count_params()),
         "macs": train_report.get("macs"),
         "training": {k: train_report[k] for k in ("train_images", "val_accuracy", "best_epoch", "train_seconds", "machine", "date", "config")

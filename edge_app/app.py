@@ -37,6 +37,7 @@ from edge_app.errors import EdgeAppError, OutputError
 from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
 from edge_app.mqtt import MqttSink
 from edge_app.notify import Notifier
+from edge_app.ota import BundlePoller
 from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.display import DisplaySink
 from edge_app.outputs.logsink import make_log_sink
@@ -122,6 +123,7 @@ class App:
         self.model_reloads = 0
         self.grabber: FrameGrabber | None = None
         self.mqtt: MqttSink | None = None
+        self.poller: BundlePoller | None = None  # --model-url
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
         self.views: list[_Output] = []  # drawn and shown before the result is final
         self.records: list[_Output] = []  # logs: written last with the final latencies
@@ -391,6 +393,10 @@ class App:
             if self._stop.is_set():
                 return 0
             self._open_outputs()  # only now: a source that cannot be opened leaves no empty log file
+            if self.config.model_url is not None and self.config.model is not None:
+                self.poller = BundlePoller(self.config.model_url, self.config.model, poll_s=self.config.model_poll,
+                                           reload=self.reload_and_wait, stop=self._stop)
+                self.poller.start()
             self.state = "running"
             self.state_reached_running = True
             self.notifier.ready(f"classifying {self.grabber.name}")
@@ -549,6 +555,11 @@ class App:
         self.state = "stopping"
         reason = self.stop_reason or "error"
         self.notifier.stopping(f"stopping: {reason}")
+        self._stop.set()
+        with self._reload_cond:  # a POST /api/reload or the model-url poller waiting for a reload: it will not come
+            self._reload_cond.notify_all()
+        if self.poller is not None:
+            self.poller.join()
         grabber = self.grabber
         if grabber is not None:
             grabber.stop()

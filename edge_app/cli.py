@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 PROG = "edge-app"
 GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "labels", "threads", "delegate", "device"),
+    "model": ("model", "labels", "model_url", "model_poll", "threads", "delegate", "device"),
     "source (one of --camera, --source, --picamera; default: camera 0)": (
         "camera",
         "source",
@@ -88,6 +88,7 @@ METAVARS = {
     "mqtt": "URL",
     "device": "usb[:N]|pci[:N]",
     "zone": "NAME:X,Y,W,H",
+    "model_url": "URL",
 }
 
 

@@ -21,6 +21,8 @@ from typing import Any
 from edge_app.delegates import DELEGATES, parse_device
 from edge_app.errors import ConfigError
 from edge_app.mqtt import BrokerURL
+from edge_app.ota import check_url
+from edge_app.ota import validate as validate_ota
 from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
 from edge_app.zones import parse_zone, parse_zones
@@ -66,6 +68,12 @@ class AppConfig:
     # model
     model: Path | None = field(default=None, metadata=_meta("model folder or .tflite file (default: the shipped cifar10 model)"))
     labels: Path | None = field(default=None, metadata=_meta("labels file, one class per line (default: labels.txt beside the model)"))
+    model_url: str | None = field(
+        default=None,
+        metadata=_meta("poll this http(s) URL of a bundle folder and install newer bundles (sha256 checked against its manifest) "
+                       "into model, reloading between frames", check=check_url),
+    )
+    model_poll: float = field(default=300.0, metadata=_meta("seconds between model_url polls", gt=0.0))
     threads: int | None = field(default=None, metadata=_meta("interpreter CPU threads (default: the runtime's choice)", min=1, max=64))
     delegate: str = field(default="cpu", metadata=_meta("cpu, edgetpu (Coral, required) or auto (Coral if present, else CPU)", choices=DELEGATES))
     device: str | None = field(default=None, metadata=_meta("Edge TPU device: usb, usb:N, pci or pci:N (default: the first one)", check=_check_device))
@@ -159,6 +167,7 @@ class AppConfig:
         if self.source is not None and not self.source.strip():
             raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
         parse_zones(self.zone)  # names used twice
+        validate_ota(self.model_url, self.model)
 
     # ------------------------------------------------------------------ building
 

@@ -351,3 +351,66 @@ def test_post_api_reload_swaps_a_good_bundle_and_refuses_a_corrupt_one(tmp_path,
     all_records = records()
     assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # no gap: the source kept flowing
     assert {r["model"] for r in all_records} == {first, body["model"]}
+
+
+def test_model_url_installs_a_newer_bundle_and_refuses_bad_ones(tmp_path, clip) -> None:
+    """A real HTTP server publishes bundles; the app polls it every 0.5 s while it classifies a looping video."""
+    import functools
+    import hashlib
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    published = tmp_path / "published"
+    shutil.copytree(default_model_dir("cifar10"), published)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(published))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    live = tmp_path / "live"
+    shutil.copytree(default_model_dir("cifar10"), live)
+    log = tmp_path / "results.jsonl"
+    proc = start("--source", str(clip), "--loop", "--realtime", "--headless", "--model", str(live), "--log", str(log),
+                 "--model-url", f"http://127.0.0.1:{httpd.server_port}/", "--model-poll", "0.5")
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+    def publish(bundle: Path, model_bytes: bytes | None = None, manifest_sha: str | None = None) -> None:
+        for f in bundle.iterdir():
+            shutil.copy2(f, published / f.name)
+        if model_bytes is not None:
+            (published / "model.tflite").write_bytes(model_bytes)
+        manifest = json.loads((published / "manifest.json").read_text())
+        manifest["sha256"] = manifest_sha or hashlib.sha256((published / "model.tflite").read_bytes()).hexdigest()
+        manifest.pop("size_bytes", None)
+        (published / "manifest.json").write_text(json.dumps(manifest))
+
+    try:
+        assert wait_until(lambda: len(records()) > 10, 20), proc.stderr
+        first = records()[0]["model"]
+        time.sleep(1.5)  # the same bundle is published: nothing to do
+        assert {r["model"] for r in records()} == {first} and not (tmp_path / "live.previous").exists()
+        # a half-published bundle: its model does not match the manifest's sha256
+        publish(default_model_dir("cats-vs-dogs"), manifest_sha="0" * 64)
+        time.sleep(1.5)
+        assert {r["model"] for r in records()} == {first}
+        # a bundle whose sha256 matches but which is no model: installed, refused by the app, rolled back on disk
+        publish(default_model_dir("cats-vs-dogs"), model_bytes=b"TFL3 but not really a model" * 10)
+        assert wait_until(lambda: (live / "model.tflite").read_bytes() == (default_model_dir("cifar10") / "model.tflite").read_bytes()
+                          and (tmp_path / "live.previous").exists(), 10)
+        time.sleep(1.0)
+        assert {r["model"] for r in records()} == {first}
+        # a good new bundle: swapped in between frames
+        publish(default_model_dir("cats-vs-dogs"))
+        assert wait_until(lambda: records()[-1]["model"] != first, 15), "the published bundle was not installed"
+        count = len(records())
+        assert wait_until(lambda: len(records()) > count + 10, 10)
+        stderr = stop(proc)
+    finally:
+        httpd.shutdown()
+        if proc.poll() is None:
+            proc.kill()
+    all_records = records()
+    assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # the source never stopped
+    assert (live / "model.tflite").read_bytes() == (default_model_dir("cats-vs-dogs") / "model.tflite").read_bytes()
+    assert "the manifest says 000000000000: a damaged or half-published bundle, not installed" in stderr
+    assert "model-url: the app refused the bundle" in stderr and "restored the previous files" in stderr
+    assert "model-url: installed " in stderr
