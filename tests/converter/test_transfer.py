@@ -63,3 +63,20 @@ def test_held_out_photos_from_the_test_split(runs: dict[str, Path], shared_datas
     model = keras.models.load_model(runs["pretrained"] / "model.keras", compile=False)
     acc = float(np.mean(model.predict(test.x.astype(np.float32), verbose=0).argmax(1) == test.y))
     assert acc >= 0.75, acc  # measured 0.83 (100 photos; 0.86 on the 200-photo carve)
+
+
+def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_datasets: Path) -> None:
+    from converter.transfer import TransferConfig, train_transfer
+
+    train, val = train_val(shared_datasets / "cats-vs-dogs.tar.gz", (64, 64))
+    train, val = train.subset(stratified_sample(train.y, 8)), val.subset(stratified_sample(val.y, 8))
+    cfg = TransferConfig(epochs=2, fine_tune=1, fine_tune_epochs=1)
+    model, report = train_transfer(cfg, train, val, verbose=0)
+    from converter.backbones import build_backbone
+
+    before = build_backbone("efficientnet-lite0", (64, 64, 3)).model  # the ImageNet weights it started from
+    changed = {layer.name for layer in before.layers if layer.weights and any(
+        not np.array_equal(a, b) for a, b in zip(layer.get_weights(), model.get_layer(layer.name).get_weights(), strict=True))}
+    assert report["fine_tune_layers"] == 4  # blocks_15's expand, depthwise and project convs, and the head conv
+    assert changed == {"blocks_15_expand_conv", "blocks_15_depthwise_conv", "blocks_15_project_conv", "conv_head"}, changed
+    assert "fine_tune_accuracy" in report["history"]
