@@ -66,7 +66,7 @@ def test_flags_override_only_what_they_set(tmp_path: Path) -> None:
     [
         ("thresold = 0.5\n", r"unknown key 'thresold' \(did you mean 'threshold'"),
         ("top-k = 5\n", r"unknown key 'top-k' \(did you mean 'top_k'\?\)"),
-        ("colour = 'red'\n", r"unknown key 'colour' \(see systemd/config.example.toml for every key\); known keys: camera, decode, delegate"),
+        ("colour = 'red'\n", r"unknown key 'colour' \(see systemd/config.example.toml for every key\); known keys: camera, collect, collect_below"),
         ("top_k = 0\n", r"top_k must be >= 1 and <= 100, got 0"),
         ("top_k = 2.5\n", r"top_k must be an integer, got 2.5"),
         ("threshold = 1.5\n", r"threshold must be >= 0.0 and <= 1.0, got 1.5"),
