@@ -1,8 +1,9 @@
 """The review page on real collected frames, driven in headless Chromium (Selenium + Debian's chromedriver).
 
 Frames come from a real ``--collect`` run of the shipped dogs-vs-cats model on the two-zone scene; the page
-labels them into ``train/<class>/``, discards one, and the downloaded ``.tar.gz`` is read back by
-``train-model``'s loader and trained on by ``train-model`` itself."""
+labels them into ``train/<class>/``, discards one, the downloaded ``.tar.gz`` is read back by ``train-model``'s
+loader (``tests/converter/test_transfer.py`` runs ``retrain-model`` on such a folder and reads its report
+through this page's ``/api/candidate``)."""
 
 from __future__ import annotations
 
@@ -135,21 +136,14 @@ def test_label_in_the_browser_then_train_on_the_download(server: str, collected:
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == sorted([f"train/cat/{c}" for c in cats] + [f"train/dog/{d}" for d in dogs])
     from converter.data import load_dataset
+
+    ds = load_dataset(archive, "train", image_size=(96, 96))  # train-model's loader reads the download as it is
+    assert ds.classes == ("cat", "dog") and len(ds) == 4
     from converter.train import main as train_main
 
-    ds = load_dataset(archive, "train", image_size=(96, 96))
-    assert ds.classes == ("cat", "dog") and len(ds) == 4
-    out = tmp_path / "retrained"
-    assert train_main(["--data", str(archive), "--image-size", "96", "--epochs", "3", "--val-fraction", "0.5", "--out", str(out), "-q"]) == 0
+    out = tmp_path / "trained"  # and train-model trains on it (a quick edge CNN: the point is reading the download)
+    assert train_main(["--data", str(archive), "--arch", "edge", "--image-size", "32", "--widths", "8,16,16", "--epochs", "1",
+                       "--val-fraction", "0.5", "--out", str(out), "-q"]) == 0
     assert json.loads((out / "train_report.json").read_text())["classes"] == ["cat", "dog"]
 
-    # retrain-model on the folder itself: a candidate bundle and its report, which the page serves
-    from converter.retrain import main as retrain_main
-
-    current = default_model_dir("cats-vs-dogs")
-    assert retrain_main([str(collected), "--current", str(current), "--image-size", "96", "--val-fraction", "0.5", "--epochs", "3", "-q"]) == 0
-    report = httpx.get(server + "api/candidate", headers={"Authorization": f"Bearer {TOKEN}"}).json()
-    assert report["classes"] == ["cat", "dog"] and set(report["recall"]) == {"cat", "dog"} and report["val_images"] == 2
-    assert 0 <= report["current"]["disagreement"] <= 1 and report["current"]["new_classes"] == []
-    assert (collected / "candidate" / "model.tflite").is_file() and (collected / "candidate" / "manifest.json").is_file()
 
