@@ -324,19 +324,11 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     final = _float32_copy(best, cfg, train)
     probs = final.predict(val.x, batch_size=256, verbose=0)
     val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
-    final.save(out / "model.keras")
     best_path.unlink(missing_ok=True)
-    (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
     history = {k: past.get(k, []) + [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    plot_history(history, out / "learning_curves.png", title=f"{cfg.arch} on {train.name}")
     report = {
+        **_save_run(out, final, train, val, history, title=f"{cfg.arch} on {train.name}"),
         "arch": cfg.arch,
-        "dataset": train.name,
-        "classes": list(train.classes),
-        "input_shape": list(train.image_shape),
-        "train_images": len(train),
-        "val_images": len(val),
         "val_accuracy": val_acc,
         "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
         "train_seconds": round(train_seconds, 1),
@@ -352,6 +344,16 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     (out / "train_report.json").write_text(json.dumps(report, indent=1))
     log.info("validation accuracy %.4f (best epoch %d), %.0f s; wrote %s", val_acc, report["best_epoch"], train_seconds, out)
     return report
+
+
+def _save_run(out: Path, model: Any, train: Dataset, val: Dataset, history: dict[str, list[float]], *, title: str) -> dict[str, Any]:
+    """Write model.keras, labels.txt, history.json and learning_curves.png; the report fields every recipe shares."""
+    model.save(out / "model.keras")
+    (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_history(history, out / "learning_curves.png", title=title)
+    return {"dataset": train.name, "classes": list(train.classes), "input_shape": list(train.image_shape),
+            "train_images": len(train), "val_images": len(val)}
 
 
 def plot_history(history: dict[str, list[float]], path: Path, title: str = "") -> None:
@@ -431,18 +433,10 @@ def train_pretrained(tcfg: TransferConfig, train: Dataset, val: Dataset, out: Pa
     train_seconds = time.perf_counter() - t0
     probs = model.predict(val.x.astype(np.float32), batch_size=64, verbose=0)
     val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
-    model.save(out / "model.keras")
-    (out / "labels.txt").write_text("\n".join(train.classes) + "\n")
     history = info.pop("history")
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    plot_history(history, out / "learning_curves.png", title=f"{tcfg.backbone} head on {train.name}")
     report = {
+        **_save_run(out, model, train, val, history, title=f"{tcfg.backbone} head on {train.name}"),
         "arch": tcfg.backbone,
-        "dataset": train.name,
-        "classes": list(train.classes),
-        "input_shape": list(train.image_shape),
-        "train_images": len(train),
-        "val_images": len(val),
         "val_accuracy": val_acc,
         "best_epoch": None,  # the head keeps its final weights
         "train_seconds": round(train_seconds, 1),

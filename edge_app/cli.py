@@ -244,32 +244,29 @@ def run_bench(argv: Sequence[str]) -> int:
         return report(exc, args.debug)
 
 
-def run_soak(argv: Sequence[str]) -> int:
-    from edge_app import soak  # noqa: PLC0415 - a workstation tool, imported only when asked for
-
-    parser = argparse.ArgumentParser(prog=f"{PROG} soak", description=soak.DESCRIPTION)
-    soak.add_arguments(parser)
+def _run_tool(name: str, module: Any, argv: Sequence[str]) -> int:
+    """``edge-app NAME ...``: a subcommand with its own flags (``module.add_arguments``) and ``module.run(args)``."""
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=module.DESCRIPTION)
+    module.add_arguments(parser)
     add_logging_flags(parser)
     args = parser.parse_args(argv)
     configure_logging(args.verbose, args.quiet, args.debug)
     try:
-        return soak.run(args)
+        return int(module.run(args))
     except (KeyboardInterrupt, Exception) as exc:
         return report(exc, args.debug)
+
+
+def run_soak(argv: Sequence[str]) -> int:
+    from edge_app import soak  # noqa: PLC0415 - a workstation tool, imported only when asked for
+
+    return _run_tool("soak", soak, argv)
 
 
 def run_review(argv: Sequence[str]) -> int:
     from edge_app import review  # noqa: PLC0415 - needs the [review] extra, imported only when asked for
 
-    parser = argparse.ArgumentParser(prog=f"{PROG} review", description=review.DESCRIPTION)
-    review.add_arguments(parser)
-    add_logging_flags(parser)
-    args = parser.parse_args(argv)
-    configure_logging(args.verbose, args.quiet, args.debug)
-    try:
-        return review.run(args)
-    except (KeyboardInterrupt, Exception) as exc:
-        return report(exc, args.debug)
+    return _run_tool("review", review, argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
