@@ -29,6 +29,7 @@ from converter.cli_common import add_common_flags, run_cli
 from converter.data import load_folder, parse_size, stratified_split
 from converter.errors import DataError
 from converter.evaluate import TFLiteRunner
+from edge_app.preprocess import fit_to_size
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,10 @@ CANDIDATE = "candidate"
 REPORT = "retrain_report.json"
 
 
-def disagreement(current: Path, val_images: np.ndarray, val_classes: tuple[str, ...], candidate_pred: np.ndarray, root: Path) -> dict[str, Any]:
+def disagreement(current: Path, val_images: np.ndarray, val_classes: tuple[str, ...], candidate_pred: np.ndarray) -> dict[str, Any]:
     """How often the current bundle's top label differs from the candidate's, on the same held-out images."""
     runner = TFLiteRunner(current)
     h, w, _ = runner.input_shape
-    from edge_app.preprocess import fit_to_size  # noqa: PLC0415
-
     x = np.stack([fit_to_size(img, (h, w)) for img in val_images]) if val_images.shape[1:3] != (h, w) else val_images
     labels = list(runner.labels or [])
     now = [labels[i] if i < len(labels) else str(i) for i in np.argmax(runner.predict(x), 1)]
@@ -93,7 +92,7 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if current is not None:
-        result["current"] = disagreement(current, val.x, val.classes, pred, root)
+        result["current"] = disagreement(current, val.x, val.classes, pred)
     (out / REPORT).write_text(json.dumps(result, indent=1) + "\n")
     shutil.rmtree(run, ignore_errors=True)
     log.info("candidate %s: int8 validation accuracy %.4f on %d images%s", out, result["val_accuracy"]["int8"], len(val),

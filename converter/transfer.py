@@ -146,12 +146,6 @@ def unfreeze_top(backbone: keras.Model, blocks: int) -> int:
     return unfrozen
 
 
-def _shift_flip(x: np.ndarray, rng: np.random.Generator, pad: int) -> np.ndarray:
-    from converter.train import augment_batch  # noqa: PLC0415 - one augmentation for every recipe
-
-    return augment_batch(x, rng, pad=pad)
-
-
 def train_transfer(cfg: TransferConfig, train: Dataset, val: Dataset, cache_dir: Path | None = None,
                    verbose: int = 2) -> tuple[keras.Model, dict[str, Any]]:
     """Train ``cfg.backbone`` + a head on ``train``; the float32 model and a report (stage times, accuracies)."""
@@ -192,6 +186,8 @@ def train_transfer(cfg: TransferConfig, train: Dataset, val: Dataset, cache_dir:
     model = assemble(backbone, head, f"{cfg.backbone.replace('-', '_')}_classifier")
     tune_s, unfrozen = 0.0, 0
     if cfg.fine_tune > 0:
+        from converter.train import augment_batch  # noqa: PLC0415 - one augmentation for every recipe (train imports this module)
+
         t2 = time.perf_counter()
         unfrozen = unfreeze_top(backbone, cfg.fine_tune)
         batch = 32
@@ -217,7 +213,7 @@ def train_transfer(cfg: TransferConfig, train: Dataset, val: Dataset, cache_dir:
 
             def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
                 idx = self.order[i * batch : (i + 1) * batch]
-                x = _shift_flip(train.x[idx], rng, pad) if cfg.augment else train.x[idx]
+                x = augment_batch(train.x[idx], rng, pad=pad) if cfg.augment else train.x[idx]
                 return x.astype(np.float32), eye[train.y[idx]]
 
         log.info("fine-tuning the top %d block(s) of %s (%d layers) for %d epoch(s)", cfg.fine_tune, cfg.backbone, unfrozen, cfg.fine_tune_epochs)

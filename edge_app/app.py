@@ -110,10 +110,9 @@ class App:
         self.inference_ms = 0.0
         self.last_result: FrameResult | None = None
         self.first_result_at: float | None = None  # time.monotonic() of the first classified frame
-        self.smoother = ScoreSmoother(config.smoothing)
         self.zones: list[Zone] = parse_zones(config.zone)
         # one smoother and one debounced state per zone (or one for the whole frame; its state is only reported with --debounce)
-        self.smoothers = [ScoreSmoother(config.smoothing) for _ in self.zones] or [self.smoother]
+        self.smoothers = [ScoreSmoother(config.smoothing) for _ in range(max(1, len(self.zones)))]
         self.debouncers = [Debouncer(config.debounce or 1) for _ in self.smoothers]
         self.reports_states = bool(self.zones) or config.debounce is not None
         self.classifier: Classifier | None = None
@@ -365,7 +364,7 @@ class App:
                 status=self.status,
                 labels=self.classifier.labels if self.classifier else (),
                 model=self.status()["model"],
-                states=[z.name for z in self.zones] or (["frame"] if self.reports_states else []),
+                states=[z.name for z in self.zones] or ([WHOLE_FRAME] if self.reports_states else []),
             )
             self.mqtt = mqtt
             self.views.append(_Output("mqtt", mqtt))

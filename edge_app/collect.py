@@ -31,6 +31,7 @@ import numpy as np
 
 from edge_app.errors import OutputError
 from edge_app.outputs import FrameResult, iso_utc
+from edge_app.zones import WHOLE_FRAME
 
 if TYPE_CHECKING:
     from edge_app.model import Classification
@@ -115,7 +116,7 @@ class CollectSink:
         if result.zoned and result.states:
             items = [(z.name, z.box, z.top, z.state_changed) for z in result.states]
         else:
-            items = [("frame", None, result.top, result.changed)]
+            items = [(WHOLE_FRAME, None, result.top, result.changed)]
         for name, box, top, changed in items:
             score = float(top[0].score) if top else 0.0
             last = self._last_saved.get(name)
@@ -158,12 +159,13 @@ class CollectSink:
             tmp = self.inbox / f".{stem}.jpg.tmp"
             tmp.write_bytes(jpeg.tobytes())
             os.replace(tmp, self.inbox / f"{stem}.jpg")  # the review page never sees half an image
-            (self.inbox / f"{stem}.json").write_text(json.dumps(meta) + "\n")
+            sidecar = json.dumps(meta) + "\n"
+            (self.inbox / f"{stem}.json").write_text(sidecar)
         except OSError as exc:
             raise OutputError(f"cannot save a collected frame in {self.inbox}: {exc.strerror or exc}") from None
         self.saved += 1
         self._files += 1
-        self._bytes += len(jpeg) + 300
+        self._bytes += len(jpeg) + len(sidecar)
 
     def close(self) -> None:
         if self.saved or self.skipped_duplicates:

@@ -38,6 +38,7 @@ import numpy as np
 
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
+from edge_app.zones import WHOLE_FRAME
 
 try:
     import paho.mqtt.client as paho
@@ -160,7 +161,7 @@ class MqttSink:
         self.labels = list(labels)
         self.qos = qos
         self.model = model
-        self.states = [topic_safe(n) for n in states]  # zone names, or ["frame"]; empty: no states
+        self.states = [topic_safe(n) for n in states]  # zone names, or [WHOLE_FRAME]; empty: no states
         self.published = 0  # messages handed to paho
         self.dropped = 0  # messages dropped because the queue was full
         self.connects = 0
@@ -334,7 +335,7 @@ class MqttSink:
             state: dict[str, Any] = {
                 **common,
                 "state_topic": self.state_topic(name),
-                "name": f"State {name}" if name != "frame" else "State",
+                "name": f"State {name}" if name != WHOLE_FRAME else "State",
                 "unique_id": f"{self.device}_state_{name}",
                 "object_id": f"{self.device}_state_{name}",
                 "icon": "mdi:state-machine",

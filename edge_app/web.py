@@ -24,7 +24,6 @@ Connections go through ``webgate.GatedHTTPServer``: a request head must arrive w
 
 from __future__ import annotations
 
-import hmac
 import html
 import io
 import json
@@ -43,6 +42,7 @@ import cv2
 import numpy as np
 
 from edge_app.errors import ConfigError, OutputError
+from edge_app.httpauth import cross_site, token_matches
 from edge_app.outputs import FrameResult
 from edge_app.outputs.draw import draw_overlay
 from edge_app.webgate import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_ACTIVE, Arrived, GatedHTTPServer, GatedHTTPServerV6, Prefixed
@@ -401,12 +401,7 @@ class WebServer:
     def authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
         if self.token is None:
             return True
-        expected = self.token.encode()
-        auth = str(headers.get("Authorization", ""))
-        scheme, _, value = auth.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), expected):
-            return True
-        return any(hmac.compare_digest(v.encode(), expected) for v in query.get("token", []))
+        return token_matches(self.token, headers.get("Authorization"), query.get("token", []))
 
     @property
     def stopping(self) -> bool:
@@ -452,9 +447,7 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
                 length = int(self.headers.get("Content-Length") or 0)
                 if length:
                     self.rfile.read(min(length, 65536))  # no body is needed; read it so the connection stays usable
-                origin = self.headers.get("Origin")
-                host = self.headers.get("Host", "")
-                if self.headers.get("Sec-Fetch-Site") == "cross-site" or (origin and origin.split("://", 1)[-1] != host):
+                if cross_site(self.headers.get("Origin"), self.headers.get("Host"), self.headers.get("Sec-Fetch-Site")):
                     self._send(HTTPStatus.FORBIDDEN, b"forbidden: cross-site requests may not change anything\n", text)
                     return
                 if not web.authorized(self.headers, {}):  # a token only in the header: a URL can be leaked or forged

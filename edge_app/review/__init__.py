@@ -20,7 +20,6 @@ server never grants).
 from __future__ import annotations
 
 import contextlib
-import hmac
 import io
 import json
 import logging
@@ -32,6 +31,7 @@ from typing import Any
 
 from edge_app.collect import INBOX, TRAIN
 from edge_app.errors import ConfigError
+from edge_app.httpauth import cross_site, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -142,16 +142,11 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
 
     def allowed(request: Request, changing: bool) -> Response | None:
         if token is not None:
-            auth = request.headers.get("authorization", "")
-            scheme, _, value = auth.partition(" ")
-            ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
-            if not ok and not changing:
-                ok = hmac.compare_digest(request.query_params.get("token", "").encode(), token.encode())
-            if not ok:
+            query = [] if changing else request.query_params.getlist("token")  # a change takes the token only in the header
+            if not token_matches(token, request.headers.get("authorization"), query):
                 return PlainTextResponse("unauthorized: send Authorization: Bearer TOKEN (or ?token= to read)\n", 401)
         if changing:
-            origin = request.headers.get("origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+            if cross_site(request.headers.get("origin"), request.headers.get("host"), request.headers.get("sec-fetch-site")):
                 return PlainTextResponse("forbidden: cross-site requests may not change anything\n", 403)
             if request.headers.get("x-edge-app") != "1" or not request.headers.get("content-type", "").startswith("application/json"):
                 return PlainTextResponse("forbidden: send JSON with the X-Edge-App: 1 header\n", 403)
@@ -253,10 +248,10 @@ def run(args: Any) -> int:
         raise ConfigError(f"--http: {exc}") from None
     labels = None
     if args.model is not None:
-        from edge_app.model import resolve_model  # noqa: PLC0415
+        from edge_app.model import load_labels, resolve_model  # noqa: PLC0415
 
         files = resolve_model(args.model, None)
-        labels = [line.strip() for line in files.labels.read_text().splitlines() if line.strip()] if files.labels else None
+        labels = load_labels(files.labels) if files.labels else None
     app = create_app(args.folder, args.token, labels)
     log.info("review page on http://%s:%d/%s", host, port, "?token=..." if args.token else "")
     uvicorn.run(app, host=host, port=port, log_level="warning")
