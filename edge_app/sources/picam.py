@@ -1,11 +1,19 @@
-"""Raspberry Pi CSI camera through picamera2 (libcamera), imported only when this source opens."""
+"""Raspberry Pi CSI camera through picamera2 (libcamera), imported only when this source opens.
+
+With ``spec.reduce_to`` (``decode = reduced``: the model input, when nothing shows the frames) the
+camera's second, ``lores`` stream, scaled by the ISP to just cover the model input (64x48 for a
+32x32 model), is what the app reads, as Raspberry Pi's own TensorFlow example does: the CPU never
+touches a full-size frame. Otherwise the ``main`` stream is read at the requested size.
+"""
 
 from __future__ import annotations
 
 import importlib
 import logging
+import math
 from typing import Any
 
+import cv2
 import numpy as np
 
 from edge_app.errors import SourceError
@@ -14,6 +22,19 @@ from edge_app.sources.base import SourceSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = (640, 480)
+LORES_ALIGN = 64  # lores widths a multiple of this keep the YUV420 rows unpadded on the Pi 4 and Pi 5 ISPs
+
+
+def lores_size(main: tuple[int, int], need_hw: tuple[int, int]) -> tuple[int, int] | None:
+    """(w, h) of the smallest ISP-scaled stream with ``main``'s aspect whose centre crop still covers ``need_hw``; None when main is no bigger."""
+    w, h = main
+    nh, nw = need_hw
+    crop_w, crop_h = (h * nw / nh, h) if w / h > nw / nh else (w, w * nh / nw)
+    scale = max(nw / crop_w, nh / crop_h)
+    lw = min(w, LORES_ALIGN * math.ceil(w * scale / LORES_ALIGN))
+    lh = min(h, 2 * math.ceil(lw * h / w / 2))
+    return None if (lw, lh) == (w, h) else (lw, lh)
+
 INSTALL_HINT = (
     "picamera2 is not installed: on Raspberry Pi OS run sudo apt install python3-picamera2 "
     "(and create the virtual environment with --system-site-packages), or use --camera N for a USB camera"
@@ -37,6 +58,7 @@ class Picamera2Source:
         self.name = spec.describe()
         self.size = (spec.width or DEFAULT_SIZE[0], spec.height or DEFAULT_SIZE[1])
         self.fps: float | None = spec.fps
+        self.lores = lores_size(self.size, spec.reduce_to) if spec.reduce_to else None  # (w, h) read instead of main
         self._camera: Any = None
 
     def open(self) -> None:
@@ -49,7 +71,10 @@ class Picamera2Source:
         try:
             camera = picamera2.Picamera2(self.camera_num)
             controls = {"FrameRate": float(self.fps)} if self.fps else {}
-            config = camera.create_video_configuration(main={"size": self.size, "format": "RGB888"}, controls=controls)
+            streams: dict[str, Any] = {"main": {"size": self.size, "format": "RGB888"}}
+            if self.lores is not None:
+                streams["lores"] = {"size": self.lores, "format": "YUV420"}  # the only lores format the Pi 4 ISP offers
+            config = camera.create_video_configuration(**streams, controls=controls)
             camera.configure(config)
             camera.start()
         except Exception as exc:
@@ -60,17 +85,21 @@ class Picamera2Source:
                 "that no other program uses the camera, and `rpicam-hello --list-cameras`"
             ) from exc
         self._camera = camera
-        log.info("CSI camera %d started at %dx%d%s", self.camera_num, *self.size, f", {self.fps:g} fps" if self.fps else "")
+        log.info("CSI camera %d started at %dx%d%s%s", self.camera_num, *self.size, f", {self.fps:g} fps" if self.fps else "",
+                 f"; the model reads the ISP-scaled lores stream at {self.lores[0]}x{self.lores[1]}" if self.lores else "")
 
     def read(self) -> np.ndarray | None:
         camera = self._camera
         if camera is None:
             return None
         try:
-            image = np.asarray(camera.capture_array("main"))
+            image = np.asarray(camera.capture_array("lores" if self.lores else "main"))
         except Exception as exc:
             log.warning("CSI camera %d: capture failed: %s", self.camera_num, exc)
             return None
+        if self.lores is not None:  # planar YUV420: (h * 3 / 2, w), Y then U then V
+            w, h = self.lores
+            return cv2.cvtColor(np.ascontiguousarray(image[: h * 3 // 2, :w]), cv2.COLOR_YUV2BGR_I420)
         if image.ndim == 3 and image.shape[2] == 4:  # XBGR8888 buffers carry a padding byte
             image = image[:, :, :3]
         return np.ascontiguousarray(image, dtype=np.uint8)

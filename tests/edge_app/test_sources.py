@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,6 +19,8 @@ import numpy as np
 import pytest
 
 from converter.data import Dataset
+from edge_app.app import App
+from edge_app.config import AppConfig
 from edge_app.errors import ConfigError, ExitCode, SourceError
 from edge_app.preprocess import preprocess
 from edge_app.sources import (
@@ -412,8 +415,8 @@ class FakePicamera2:
         self.count = 0
         FakePicamera2.instances.append(self)
 
-    def create_video_configuration(self, main: dict, controls: dict | None = None) -> dict:
-        return {"main": dict(main), "controls": dict(controls or {})}
+    def create_video_configuration(self, main: dict, lores: dict | None = None, controls: dict | None = None) -> dict:
+        return {"main": dict(main), **({"lores": dict(lores)} if lores else {}), "controls": dict(controls or {})}
 
     def configure(self, config: dict) -> None:
         self.config = config
@@ -422,18 +425,32 @@ class FakePicamera2:
         self.started = True
 
     def capture_array(self, name: str = "main") -> np.ndarray:
-        assert self.started and self.config is not None and name == "main"
+        assert self.started and self.config is not None and name in self.config
         time.sleep(1 / 60)
-        w, h = self.config["main"]["size"]
+        w, h = self.config[name]["size"]
         img = self.images[self.count % len(self.images)]
         self.count += 1
-        return cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (w, h), interpolation=cv2.INTER_NEAREST)
+        bgr = cv2.resize(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), (w, h), interpolation=cv2.INTER_NEAREST if name == "main" else cv2.INTER_AREA)
+        return bgr if name == "main" else cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420)  # lores: planar YUV420, as libcamera gives it
 
     def stop(self) -> None:
         self.started = False
 
     def close(self) -> None:
         self.closed = True
+
+
+class Keep:
+    """A sink that keeps (frame index, top-1 label) of every result."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str | None]] = []
+
+    def write(self, image: np.ndarray, result) -> None:
+        self.seen.append((result.index, result.label))
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -458,6 +475,29 @@ def test_picamera2_source_configures_bgr_frames_of_the_requested_size(fake_picam
     expected = cv2.resize(cv2.cvtColor(cifar10_val.x[frame.index % 4], cv2.COLOR_RGB2BGR), (320, 240), interpolation=cv2.INTER_NEAREST)
     assert np.array_equal(frame.image, expected)
     assert camera.closed and not camera.started  # stop() released the camera
+
+
+def test_picamera2_feeds_the_model_from_the_isp_scaled_lores_stream_when_decoding_reduced(fake_picamera2, cifar10_val, default_model) -> None:
+    spec = replace(spec_from_args(picamera=True), reduce_to=(32, 32))  # what --decode reduced asks for a 32x32 model
+    with FrameGrabber(spec) as grabber:
+        frame = grabber.get(timeout=2.0)
+        assert frame is not None
+    camera = fake_picamera2.instances[0]
+    assert camera.config["lores"] == {"size": (64, 48), "format": "YUV420"} and camera.config["main"]["size"] == (640, 480)
+    assert frame.image.shape == (48, 64, 3)  # the CPU never sees a full-size frame
+    expected = cv2.resize(cv2.cvtColor(cifar10_val.x[frame.index % 4], cv2.COLOR_RGB2BGR), (64, 48), interpolation=cv2.INTER_AREA)
+    assert np.abs(frame.image.astype(int) - expected).mean() < 6  # YUV420 round trip: chroma at half resolution
+    # the whole app on it: headless, reduced decode, the same top-1 as the main stream on every frame
+    labels = {}
+    for decode in ("full", "reduced"):
+        keep = Keep()
+        fake_picamera2.instances = []
+        config = AppConfig(picamera=True, headless=True, decode=decode, max_frames=8, stats_interval=0.0, threads=1)
+        App(config, extra_sinks=[keep], handle_signals=False).run()
+        assert ("lores" in fake_picamera2.instances[0].config) == (decode == "reduced")
+        labels[decode] = dict(keep.seen)  # frame index -> top-1 (the fake shows image index % 4)
+    common = labels["full"].keys() & labels["reduced"].keys()
+    assert len(common) >= 4 and all(labels["full"][i] == labels["reduced"][i] for i in common)
 
 
 def test_picamera2_missing_module_or_camera_is_one_clear_line(monkeypatch, fake_picamera2) -> None:
