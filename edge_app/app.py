@@ -23,7 +23,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -44,7 +45,7 @@ from edge_app.outputs.logsink import make_log_sink
 from edge_app.outputs.snapshots import SnapshotSink
 from edge_app.runtime import get_runtime
 from edge_app.smoothing import ScoreSmoother
-from edge_app.sources import CaptureStats, Frame, FrameGrabber
+from edge_app.sources import CaptureStats, Frame, FrameGrabber, SourceSpec
 from edge_app.web import WebServer
 from edge_app.zones import WHOLE_FRAME, Debouncer, Zone, ZoneResult, parse_zones
 
@@ -82,6 +83,62 @@ class _Output:
     errors: int = 0
 
 
+@dataclass
+class _Channel:
+    """One source of the app: its capture thread, smoothers and states, its own outputs and counters."""
+
+    name: str
+    spec: SourceSpec
+    smoothers: list[ScoreSmoother]  # one per zone (or one for the whole frame)
+    debouncers: list[Debouncer]
+    grabber: FrameGrabber | None = None
+    views: list[_Output] = field(default_factory=list)  # its window, snapshots and collect folder (drawn before the result is final)
+    records: list[_Output] = field(default_factory=list)  # its log, written last with the final latencies
+    frames: int = 0
+    fps: float = 0.0
+    done: deque[float] = field(default_factory=lambda: deque(maxlen=FPS_WINDOW))
+    last_label: str | None = None
+    last_result: FrameResult | None = None
+    last_draw_ms: float = 0.0
+    reconnects_seen: int = 0
+    frames_at_stats: int = 0  # its frame count at the last stats line
+
+    def current_fps(self) -> float:
+        """Frames per second over the last ``FPS_WINDOW`` frames; 0 once no frame came for a second or more."""
+        done = self.done
+        if not done or time.perf_counter() - done[-1] > max(1.0, 2.0 / self.fps if self.fps > 0 else 1.0):
+            return 0.0
+        return self.fps
+
+    def status(self) -> dict[str, Any]:
+        stats = self.grabber.stats if self.grabber is not None else CaptureStats()
+        result = self.last_result
+        entry: dict[str, Any] = {
+            "name": self.name,
+            "source": self.grabber.name if self.grabber else self.spec.describe(),
+            "live": bool(self.grabber.live) if self.grabber else None,
+            "connected": stats.connected,
+            "fps": round(self.current_fps(), 2),
+            "frames": self.frames,
+            "captured": stats.captured,
+            "dropped": stats.dropped,
+            "reconnects": stats.reconnects,
+            "stalls": stats.stalls,
+            "last_error": stats.last_error,
+            "label": result.label if result else None,
+            "score": round(result.score, 4) if result else None,
+            "top": [{"label": c.label, "score": round(c.score, 4)} for c in result.top] if result else [],
+            "states": {z.name: {"state": z.state, "dwell_s": None if z.dwell_s is None else round(z.dwell_s, 1)}
+                       for z in (result.states or [])} if result else {},
+        }
+        return entry
+
+
+def per_source_path(path: Path, name: str) -> Path:
+    """``results.jsonl`` -> ``results-door.jsonl``: each source of several gets its own log file or snapshot folder."""
+    return path.with_name(f"{path.stem}-{name}{path.suffix}")
+
+
 class App:
     """One run of the recognition loop for ``config``; ``run()`` returns the process exit code (0)."""
 
@@ -105,27 +162,31 @@ class App:
         self.state = "starting"
         self.state_reached_running = False
         self.stop_reason: str | None = None
-        self.frames = 0
-        self.fps = 0.0
+        self.frames = 0  # classified frames, every source
+        self.fps = 0.0  # frames a second, every source
         self.inference_ms = 0.0
-        self.last_result: FrameResult | None = None
+        self.last_result: FrameResult | None = None  # the newest result of any source
         self.first_result_at: float | None = None  # time.monotonic() of the first classified frame
         self.zones: list[Zone] = parse_zones(config.zone)
-        # one smoother and one debounced state per zone (or one for the whole frame; its state is only reported with --debounce)
-        self.smoothers = [ScoreSmoother(config.smoothing) for _ in range(max(1, len(self.zones)))]
-        self.debouncers = [Debouncer(config.debounce or 1) for _ in self.smoothers]
         self.reports_states = bool(self.zones) or config.debounce is not None
+        # per source: one smoother and one debounced state per zone (or one for the whole frame; its state is only reported with --debounce)
+        n_smoothers = max(1, len(self.zones))
+        self.channels = [
+            _Channel(name, spec, [ScoreSmoother(config.smoothing) for _ in range(n_smoothers)], [Debouncer(config.debounce or 1) for _ in range(n_smoothers)])
+            for name, spec in config.source_specs()
+        ]
+        self.several = len(self.channels) > 1
         self.classifier: Classifier | None = None
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
         self.model_id: str | None = None  # "cifar10@1a2b3c4d": the bundle's name and the sha256 prefix of the model it runs
         self.model_reloads = 0
-        self.grabber: FrameGrabber | None = None
         self.mqtt: MqttSink | None = None
         self.poller: BundlePoller | None = None  # --model-url
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
-        self.views: list[_Output] = []  # drawn and shown before the result is final
-        self.records: list[_Output] = []  # logs: written last with the final latencies
+        self.views: list[_Output] = []  # shared by every source (MQTT, extra sinks; the web view and its status), drawn before the result is final
+        self._ready = threading.Event()  # several sources: any of them has a frame
+        self._turn = 0  # several sources: the channel the next round starts with (round-robin)
         self._stop = threading.Event()
         self._reload = threading.Event()  # SIGHUP: reload the model between frames
         self._reload_cond = threading.Condition()  # POST /api/reload waits on it for the outcome
@@ -134,9 +195,6 @@ class App:
         self._last_image: np.ndarray | None = None  # the newest classified frame: a reloaded model's test input
         self._signals = 0
         self._done: deque[float] = deque(maxlen=FPS_WINDOW)
-        self._last_label: str | None = None
-        self._last_draw_ms = 0.0
-        self._reconnects_seen = 0
 
     # ------------------------------------------------------------------ control
 
@@ -181,14 +239,21 @@ class App:
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
+    @property
+    def grabber(self) -> FrameGrabber | None:
+        """The first source's capture thread (the only one, unless several sources run)."""
+        return self.channels[0].grabber
+
+    def outputs(self) -> list[_Output]:
+        return self.views + [o for ch in self.channels for o in ch.views + ch.records]
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
         """A snapshot for /status, MQTT and systemd: model, source, fps, inference_ms, frames, dropped, reconnects, uptime_s, ..."""
-        stats = self.grabber.stats if self.grabber is not None else CaptureStats()
-        result = self.last_result
+        first = self.channels[0].status()
         files = self.files
-        return {
+        status = {
             "version": __version__,
             "state": self.state,
             "model": bundle_name(files) if files else None,
@@ -197,27 +262,23 @@ class App:
             "model_reloads": self.model_reloads,
             "delegate": self.acceleration.name if self.acceleration else None,
             "runtime": _runtime_name(),
-            "source": self.grabber.name if self.grabber else self.config.source_spec().describe(),
-            "live": bool(self.grabber.live) if self.grabber else None,
-            "connected": stats.connected,
+            **{k: v for k, v in first.items() if k != "name"},  # the first source's (the only one, unless several run)
             "fps": round(self.current_fps(), 2),
             "inference_ms": round(self.inference_ms, 2),
             "frames": self.frames,
-            "captured": stats.captured,
-            "dropped": stats.dropped,
-            "reconnects": stats.reconnects,
-            "stalls": stats.stalls,
-            "last_error": stats.last_error,
             "uptime_s": round(time.monotonic() - self.created, 1),
             "started": self.started_wall,
-            "label": result.label if result else None,
-            "score": round(result.score, 4) if result else None,
-            "top": [{"label": c.label, "score": round(c.score, 4)} for c in result.top] if result else [],
-            "states": {z.name: {"state": z.state, "dwell_s": None if z.dwell_s is None else round(z.dwell_s, 1)}
-                       for z in (result.states or [])} if result else {},
             "paused": bool(self.display and self.display.paused),
-            "output_errors": {o.name: o.errors for o in self.views + self.records if o.errors},
+            "output_errors": {o.name: o.errors for o in self.outputs() if o.errors},
         }
+        if self.several:  # every source with its own counters, label and states; the totals above are over all of them
+            sources = [ch.status() for ch in self.channels]
+            status["sources"] = sources
+            for key in ("captured", "dropped", "reconnects", "stalls"):
+                status[key] = sum(int(e[key]) for e in sources)
+            status["connected"] = all(e["connected"] for e in sources)
+            status["source"] = ", ".join(e["source"] for e in sources)
+        return status
 
     def current_fps(self) -> float:
         """Frames per second over the last ``FPS_WINDOW`` frames; 0 once no frame came for a second or more."""
@@ -228,8 +289,10 @@ class App:
 
     def _status_line(self) -> str:
         if self.state == "waiting":
-            error = self.grabber.stats.last_error if self.grabber else None
-            return f"waiting for {self.grabber.name if self.grabber else 'the source'}" + (f": {error}" if error else "")
+            away = [ch.grabber for ch in self.channels if ch.grabber is not None and not ch.grabber.stats.connected]
+            grabber = away[0] if away else self.grabber
+            error = grabber.stats.last_error if grabber else None
+            return f"waiting for {grabber.name if grabber else 'the source'}" + (f": {error}" if error else "")
         result = self.last_result
         top = f", {result.label} {result.score:.0%}" if result and result.top else ""
         return f"{self.current_fps():.1f} fps, inference {self.inference_ms:.1f} ms, {self.frames} frames{top}"
@@ -291,17 +354,18 @@ class App:
             raise _Refused(detail) from None
         same_labels = self.classifier is not None and list(self.classifier.labels) == list(classifier.labels)
         self.files, self.classifier, self.acceleration, self.model_id = files, classifier, acceleration, new_id
-        for smoother in self.smoothers:
-            smoother.reset()
-        if not same_labels:  # a state named by the old labels means nothing now
-            for debouncer in self.debouncers:
-                debouncer.reset()
-        self._last_label = None
-        if self.grabber is not None:
-            self.grabber.set_prepare(self._prepare_for(classifier))
-            need = self.grabber.spec.reduce_to
-            if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1]):
-                log.warning("the new model takes %dx%d, more than the reduced decode gives: restart edge-app to decode at a larger scale", *classifier.size)
+        for ch in self.channels:
+            for smoother in ch.smoothers:
+                smoother.reset()
+            if not same_labels:  # a state named by the old labels means nothing now
+                for debouncer in ch.debouncers:
+                    debouncer.reset()
+            ch.last_label = None
+            if ch.grabber is not None:
+                ch.grabber.set_prepare(self._prepare_for(classifier))
+                need = ch.grabber.spec.reduce_to
+                if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1]):
+                    log.warning("the new model takes %dx%d, more than the reduced decode gives: restart edge-app to decode at a larger scale", *classifier.size)
         self.model_reloads += 1
         if self.mqtt is not None:
             self.mqtt.update_model(classifier.labels, bundle_name(files))
@@ -333,28 +397,8 @@ class App:
 
     def _open_outputs(self) -> None:
         config = self.config
-        if self.display is None and not config.headless:
-            self.display = DisplaySink("edge-app", config.snapshots)
-        if self.display is not None:
-            self.views.append(_Output("display", self.display))
-        if config.snapshots is not None:
-            snapshots = SnapshotSink(
-                config.snapshots,
-                max_files=config.snapshot_max,
-                min_score=config.snapshot_min_score,
-                min_interval_s=config.snapshot_interval,
-                annotate=True,
-            )
-            self.views.append(_Output(f"snapshots {config.snapshots}", snapshots))
-        if config.collect is not None:
-            collector = CollectSink(config.collect, interval_s=config.collect_interval, below=config.collect_below, min_gap_s=config.collect_min_gap,
-                                    max_files=config.collect_max_files, max_bytes=int(config.collect_max_mb * 1e6))
-            self.views.append(_Output(f"collect {config.collect}", collector))
-        if config.http is not None:
-            host, port = parse_hostport(config.http)
-            server = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait)
-            server.start()
-            self.views.append(_Output(f"web {config.http}", server))
+        for i, ch in enumerate(self.channels):
+            self._open_channel_outputs(ch, first=i == 0)
         if config.mqtt is not None:
             mqtt = MqttSink(
                 config.mqtt,
@@ -364,15 +408,51 @@ class App:
                 status=self.status,
                 labels=self.classifier.labels if self.classifier else (),
                 model=self.status()["model"],
-                states=[z.name for z in self.zones] or ([WHOLE_FRAME] if self.reports_states else []),
+                states=[self._state_name(ch, z.name) for ch in self.channels for z in self.zones]
+                or ([self._state_name(ch, WHOLE_FRAME) for ch in self.channels] if self.reports_states else []),
             )
             self.mqtt = mqtt
             self.views.append(_Output("mqtt", mqtt))
         for i, extra in enumerate(self.extra_sinks):
             self.views.append(_Output(f"{type(extra).__name__} {i}", extra))
+
+    def _open_channel_outputs(self, ch: _Channel, first: bool) -> None:
+        """A source's own outputs: its window, snapshots, collect sink and log (per-source names when several run); the web view streams the first source."""
+        config = self.config
+
+        def own(path: Path) -> Path:
+            return per_source_path(path, ch.name) if self.several else path
+
+        display: Window | None = self.display if first else None
+        if display is None and not config.headless:
+            display = DisplaySink(f"edge-app {ch.name}" if self.several else "edge-app", config.snapshots)
+            if first:
+                self.display = display
+        if display is not None:
+            ch.views.append(_Output(f"display {ch.name}" if self.several else "display", display))
+        if config.snapshots is not None:
+            folder = own(config.snapshots)
+            snapshots = SnapshotSink(folder, max_files=config.snapshot_max, min_score=config.snapshot_min_score,
+                                     min_interval_s=config.snapshot_interval, annotate=True)
+            ch.views.append(_Output(f"snapshots {folder}", snapshots))
+        if config.collect is not None:
+            collector = CollectSink(config.collect, interval_s=config.collect_interval, below=config.collect_below, min_gap_s=config.collect_min_gap,
+                                    max_files=config.collect_max_files, max_bytes=int(config.collect_max_mb * 1e6),
+                                    tag=ch.name if self.several else None)
+            ch.views.append(_Output(f"collect {config.collect}", collector))
+        if first and config.http is not None:
+            host, port = parse_hostport(config.http)
+            server = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait)
+            server.start()
+            ch.views.append(_Output(f"web {config.http}", server))
         if config.log is not None:
-            logsink = make_log_sink(config.log, config.log_format, max_bytes=config.log_max_bytes, changes_only=config.log_changes_only)
-            self.records.append(_Output(f"log {config.log}", logsink))
+            path = own(config.log)
+            logsink = make_log_sink(path, config.log_format, max_bytes=config.log_max_bytes, changes_only=config.log_changes_only)
+            ch.records.append(_Output(f"log {path}", logsink))
+
+    def _state_name(self, ch: _Channel, zone: str) -> str:
+        """A zone's state name: ``door``, or ``camera1.door`` when several sources run (each source has its own states)."""
+        return f"{ch.name}.{zone}" if self.several else zone
 
     # ------------------------------------------------------------------ run
 
@@ -383,14 +463,15 @@ class App:
             self._load_model()
             if self._stop.is_set():
                 return 0
-            spec = self.config.source_spec()
             assert self.classifier is not None
-            if self._decode_reduced():
-                spec = replace(spec, reduce_to=self.classifier.size)
-            self.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier))  # preprocessing overlaps inference
-            self.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
-            if self._stop.is_set():
-                return 0
+            reduced = self._decode_reduced()
+            for ch in self.channels:
+                spec = replace(ch.spec, reduce_to=self.classifier.size) if reduced else ch.spec
+                # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
+                ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
+                ch.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
+                if self._stop.is_set():
+                    return 0
             self._open_outputs()  # only now: a source that cannot be opened leaves no empty log file
             if self.config.model_url is not None and self.config.model is not None:
                 self.poller = BundlePoller(self.config.model_url, self.config.model, poll_s=self.config.model_poll,
@@ -398,8 +479,9 @@ class App:
                 self.poller.start()
             self.state = "running"
             self.state_reached_running = True
-            self.notifier.ready(f"classifying {self.grabber.name}")
-            log.info("running: %s -> %s", self.grabber.name, ", ".join(o.name for o in self.views + self.records) or "no outputs")
+            names = ", ".join(ch.grabber.name for ch in self.channels if ch.grabber is not None)
+            self.notifier.ready(f"classifying {names}")
+            log.info("running: %s -> %s", names, ", ".join(o.name for o in self.outputs()) or "no outputs")
             self._loop()
         finally:
             self._shutdown()
@@ -407,10 +489,30 @@ class App:
                 signal.signal(sig, handler)
         return 0
 
+    def _next_frame(self) -> tuple[_Channel, Frame] | None:
+        """The next frame to classify: the only source's, or, with several, the next source in turn that has one (round-robin)."""
+        if not self.several:
+            ch = self.channels[0]
+            assert ch.grabber is not None
+            frame = ch.grabber.get(timeout=POLL_S)
+            return (ch, frame) if frame is not None else None
+        deadline = time.monotonic() + POLL_S
+        while True:
+            self._ready.clear()  # before polling: a frame that arrives meanwhile sets it again
+            n = len(self.channels)
+            for k in range(n):
+                ch = self.channels[(self._turn + k) % n]
+                assert ch.grabber is not None
+                frame = ch.grabber.get(timeout=0)
+                if frame is not None:
+                    self._turn = (self._turn + k + 1) % n
+                    return ch, frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._stop.is_set() or not self._ready.wait(remaining):
+                return None
+
     def _loop(self) -> None:
         config = self.config
-        grabber = self.grabber
-        assert grabber is not None
         started = time.monotonic()
         next_stats = started + config.stats_interval if config.stats_interval > 0 else float("inf")
         next_status = started + STATUS_EVERY_S
@@ -439,12 +541,13 @@ class App:
                     display.poll(PAUSE_POLL_MS)
                     continue
             t0 = time.perf_counter()
-            frame = grabber.get(timeout=POLL_S)
-            if frame is None:
-                if grabber.ended:
-                    self.request_stop("end of source")
+            got = self._next_frame()
+            if got is None:
+                grabbers = [ch.grabber for ch in self.channels if ch.grabber is not None]
+                if all(g.ended for g in grabbers):
+                    self.request_stop("end of source" if len(grabbers) == 1 else "end of every source")
                     break
-                if not grabber.stats.connected and self.state != "waiting":
+                if any(not g.stats.connected and not g.ended for g in grabbers) and self.state != "waiting":
                     self.state = "waiting"
                     self.notifier.status(self._status_line())
                 if display is not None:
@@ -453,19 +556,19 @@ class App:
             if self.state != "running":
                 self.state = "running"
                 self.notifier.status(self._status_line())
-            self._process(frame, t0)
+            self._process(*got, t0)
             if config.max_frames is not None and self.frames >= config.max_frames:
                 self.request_stop(f"max_frames {config.max_frames} reached")
 
-    def _process(self, frame: Frame, t0: float) -> None:
+    def _process(self, ch: _Channel, frame: Frame, t0: float) -> None:
         classifier = self.classifier
-        grabber = self.grabber
+        grabber = ch.grabber
         assert classifier is not None and grabber is not None
         t1 = time.perf_counter()
         reconnects = grabber.stats.reconnects
-        if reconnects != self._reconnects_seen:  # a new capture: old scores say nothing about it
-            self._reconnects_seen = reconnects
-            for smoother in self.smoothers:
+        if reconnects != ch.reconnects_seen:  # a new capture: old scores say nothing about it
+            ch.reconnects_seen = reconnects
+            for smoother in ch.smoothers:
                 smoother.reset()
         image = frame.input
         if image is None:  # the capture thread did not prepare it
@@ -476,7 +579,7 @@ class App:
         inputs = image if self.zones else image[None]
         now = time.time()
         states: list[ZoneResult] = []
-        for i, (smoother, debouncer) in enumerate(zip(self.smoothers, self.debouncers, strict=True)):
+        for i, (smoother, debouncer) in enumerate(zip(ch.smoothers, ch.debouncers, strict=True)):
             zone_scores = smoother.update(classifier.invoke(inputs[i]))
             zone_top = top_k(zone_scores, classifier.labels, self.config.top_k, self.config.threshold)
             changed_state = debouncer.update(zone_top[0].label if zone_top else None, now)
@@ -485,37 +588,44 @@ class App:
             if self.reports_states:
                 zone = self.zones[i] if self.zones else None
                 box = zone.box(*frame.image.shape[:2]) if zone else None
-                states.append(ZoneResult(zone.name if zone else WHOLE_FRAME, zone_top, debouncer.state, debouncer.dwell(now), changed_state, box))
+                name = self._state_name(ch, zone.name if zone else WHOLE_FRAME)
+                states.append(ZoneResult(name, zone_top, debouncer.state, debouncer.dwell(now), changed_state, box))
         t3 = time.perf_counter()
         label = top[0].label if top else None
         t4 = time.perf_counter()
+        ch.done.append(t4)
+        fps = (len(ch.done) - 1) / (ch.done[-1] - ch.done[0]) if len(ch.done) > 1 else None
         self._done.append(t4)
-        fps = (len(self._done) - 1) / (self._done[-1] - self._done[0]) if len(self._done) > 1 else None
-        drawn = bool(self.views)
+        views = self.views + ch.views
+        drawn = bool(views)
         latency = {
             "capture": (t1 - t0) * 1e3,
             "preprocess": prepare_ms,
             "invoke": (t3 - t2) * 1e3,
         }
         if drawn:
-            latency["draw"] = self._last_draw_ms  # provisional for the display; replaced below
-        latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + self._last_draw_ms  # 0 while nothing draws
+            latency["draw"] = ch.last_draw_ms  # provisional for the display; replaced below
+        latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + ch.last_draw_ms  # 0 while nothing draws
         result = FrameResult(
-            frame.index, now, top, latency, fps, label != self._last_label, smoothed, grabber.name, frame.file, self.model_id,
+            frame.index, now, top, latency, fps, label != ch.last_label, smoothed, grabber.name, frame.file, self.model_id,
             states or None, bool(self.zones),
         )
-        self._write(self.views, frame.image, result)
+        self._write(ch.views + self.views, frame.image, result)
         t5 = time.perf_counter()
         if drawn:
-            self._last_draw_ms = (t5 - t4) * 1e3
-            latency["draw"] = self._last_draw_ms
+            ch.last_draw_ms = (t5 - t4) * 1e3
+            latency["draw"] = ch.last_draw_ms
             latency["total"] = (t5 - t0) * 1e3 + elsewhere_ms
-        self._write(self.records, frame.image, result)
-        self._last_label = label
+        self._write(ch.records, frame.image, result)
+        ch.last_label = label
+        ch.last_result = result
+        ch.frames += 1
+        ch.fps = fps if fps is not None else 0.0
         self._last_image = frame.image
         self.last_result = result
         self.frames += 1
-        self.fps = fps if fps is not None else 0.0
+        done = self._done
+        self.fps = (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
         invoke_ms = latency["invoke"]
         self.inference_ms = invoke_ms if self.frames == 1 else 0.9 * self.inference_ms + 0.1 * invoke_ms
         if self.first_result_at is None:
@@ -535,20 +645,23 @@ class App:
                     log.exception("%s failed unexpectedly; continuing (further failures of this output are only counted)", out.name)
 
     def _log_stats(self, frames: int, interval: float) -> None:
-        stats = self.grabber.stats if self.grabber else CaptureStats()
-        errors = sum(o.errors for o in self.views + self.records)
-        log.info(
-            "stats: %.1f fps (%d frames in %.1f s), inference %.1f ms, %d frames total, dropped %d, reconnects %d%s%s",
-            self.fps if frames else 0.0,
-            frames,
-            interval,
-            self.inference_ms,
-            self.frames,
-            stats.dropped,
-            stats.reconnects,
-            f", output errors {errors}" if errors else "",
-            "" if stats.connected or not self.grabber or not self.grabber.live else f", source away: {stats.last_error}",
-        )
+        errors = sum(o.errors for o in self.outputs())
+        for ch in self.channels:
+            stats = ch.grabber.stats if ch.grabber else CaptureStats()
+            log.info(
+                "stats%s: %.1f fps (%d frames in %.1f s), inference %.1f ms, %d frames total, dropped %d, reconnects %d%s%s",
+                f" {ch.name}" if self.several else "",
+                (ch.fps if self.several else self.fps) if frames else 0.0,
+                ch.frames - ch.frames_at_stats if self.several else frames,
+                interval,
+                self.inference_ms,
+                ch.frames,
+                stats.dropped,
+                stats.reconnects,
+                f", output errors {errors}" if errors else "",
+                "" if stats.connected or not ch.grabber or not ch.grabber.live else f", source away: {stats.last_error}",
+            )
+            ch.frames_at_stats = ch.frames
 
     def _shutdown(self) -> None:
         self.state = "stopping"
@@ -559,26 +672,30 @@ class App:
             self._reload_cond.notify_all()
         if self.poller is not None:
             self.poller.join()
-        grabber = self.grabber
-        if grabber is not None:
-            grabber.stop()
-        for out in self.views + self.records:
+        for ch in self.channels:
+            if ch.grabber is not None:
+                ch.grabber.stop()
+        for out in self.outputs():
             try:
                 out.sink.close()
             except Exception as exc:
                 log.warning("closing %s failed: %s", out.name, exc)
         self.notifier.close()
-        if grabber is not None and self.state_reached_running:
-            stats = grabber.stats
+        if self.state_reached_running:
             elapsed = time.monotonic() - self.created
-            log.info(
-                "stopped (%s): %d frames in %.1f s, dropped %d, reconnects %d",
-                reason,
-                self.frames,
-                elapsed,
-                stats.dropped,
-                stats.reconnects,
-            )
+            for ch in self.channels:
+                if ch.grabber is None:
+                    continue
+                stats = ch.grabber.stats
+                log.info(
+                    "stopped (%s): %s%d frames in %.1f s, dropped %d, reconnects %d",
+                    reason,
+                    f"{ch.name}: " if self.several else "",
+                    ch.frames,
+                    elapsed,
+                    stats.dropped,
+                    stats.reconnects,
+                )
         self.state = "stopped"
 
 

@@ -35,6 +35,7 @@ import resource
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -63,6 +64,7 @@ DESCRIPTION = "Benchmark the recognition pipeline (per-stage latency, FPS, memor
 STAGES = ("capture", "preprocess", "invoke", "draw", "total")
 SYNTHETIC = "synthetic"
 MAX_VIEWERS = 16
+MAX_CAMERAS = 8
 VIEWER_CONNECT_S = 60.0  # spawning the viewer processes and connecting, on a loaded machine
 VIEWER_READ_S = 60.0  # a viewer's socket timeout: covers model load and source open before the first frame
 
@@ -102,6 +104,20 @@ class PacedRun:
 
 
 @dataclass
+class CamerasRun:
+    """``cameras`` paced sources at ``rate`` in one process (``--cameras N``): what each camera costs."""
+
+    mode: str  # "shared": one app, several sources, one interpreter round-robin; "per-source": one app (and interpreter) per camera, in threads
+    cameras: int
+    rate: float
+    frames: list[int]  # classified, per camera
+    seconds: float
+    core_pct: float  # CPU seconds over wall seconds, every camera together, in percent of one core
+    core_pct_per_camera: float
+    cpu_ms_per_frame: float
+
+
+@dataclass
 class BenchReport:
     source: str
     frame_size: tuple[int, int]  # (width, height)
@@ -121,6 +137,7 @@ class BenchReport:
     drawn: bool = False  # both loops drew the overlay (--draw); otherwise headless
     decode: LoopResult | None = None  # the decode-only ceiling: read and decode, nothing else
     paced: PacedRun | None = None  # with --rate R
+    cameras: list[CamerasRun] | None = None  # with --cameras N: the shared interpreter against one per camera
     viewers: ViewerComparison | None = None  # with --viewers N
     repeats: Repeats | None = None  # with --repeat N > 1: every run's headline figures and their medians
 
@@ -313,13 +330,38 @@ def run_paced(config: AppConfig, rate: float, seconds: float, workdir: Path) -> 
     """The pipeline on a synthetic video written at ``rate`` fps and paced at it (``--realtime``) for ``seconds``."""
     frames = max(2, round(rate * seconds))
     video = synthetic_video(workdir / f"paced-{rate:g}.avi", frames, fps=rate)
-    paced = replace(config, source=str(video), realtime=True, max_frames=frames)
+    paced = replace(config, source=(str(video),), realtime=True, max_frames=frames)
     started, cpu = time.monotonic(), time.process_time()
     app = App(paced, handle_signals=False, notifier=Notifier({}))
     app.run()
     cpu, wall = time.process_time() - cpu, time.monotonic() - started
     n = max(1, app.frames)
     return PacedRun(rate, app.frames, round(wall, 2), round(cpu * 1e3 / n, 3), round(100.0 * cpu / wall, 2) if wall > 0 else math.nan)
+
+
+def run_cameras(config: AppConfig, cameras: int, rate: float, seconds: float, workdir: Path) -> list[CamerasRun]:
+    """``cameras`` synthetic videos paced at ``rate`` (``--realtime``, like cameras): one app with all of them as sources
+    (one interpreter, round-robin), then one app per video in threads (one interpreter each); CPU share of one core."""
+    n = max(2, round(rate * seconds))
+    videos = [synthetic_video(workdir / f"camera{i}.avi", n, fps=rate) for i in range(cameras)]
+    base = replace(config, realtime=True, max_frames=None)
+    runs = []
+    for mode in ("shared", "per-source"):
+        if mode == "shared":
+            apps = [App(replace(base, source=tuple(f"camera{i}={v}" for i, v in enumerate(videos))), handle_signals=False, notifier=Notifier({}))]
+        else:
+            apps = [App(replace(base, source=(str(v),)), handle_signals=False, notifier=Notifier({})) for v in videos]
+        threads = [threading.Thread(target=app.run, name=f"bench {mode} {i}", daemon=True) for i, app in enumerate(apps)]
+        started, cpu = time.monotonic(), time.process_time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        cpu, wall = time.process_time() - cpu, time.monotonic() - started
+        frames = [ch.frames for app in apps for ch in app.channels]
+        pct = round(100.0 * cpu / wall, 2) if wall > 0 else math.nan
+        runs.append(CamerasRun(mode, cameras, rate, frames, round(wall, 2), pct, round(pct / cameras, 2), round(cpu * 1e3 / max(1, sum(frames)), 3)))
+    return runs
 
 
 def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -> LoopResult:
@@ -507,6 +549,7 @@ def benchmark(
     rate: float | None = None,
     rate_seconds: float = 10.0,
     decode: str = "full",
+    cameras: int = 0,
 ) -> BenchReport:
     """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
@@ -525,7 +568,7 @@ def benchmark(
             threads=threads,
             delegate=delegate,
             device=device,
-            source=str(video),
+            source=(str(video),),
             headless=True,
             max_frames=n,
             stats_interval=0.0,
@@ -537,6 +580,7 @@ def benchmark(
         assert app.classifier is not None
         ceiling = run_decode(video, pipeline.frames, app.classifier.size if decode == "reduced" else None)
         paced = run_paced(config, rate, rate_seconds, Path(tmp)) if rate else None
+        several = run_cameras(config, cameras, rate or 30.0, rate_seconds, Path(tmp)) if cameras else None
         compared = compare_viewers(config, viewers, rounds) if viewers else None
     classifier = app.classifier
     assert classifier is not None and app.files is not None and app.acceleration is not None
@@ -563,6 +607,7 @@ def benchmark(
         drawn=draw,
         decode=ceiling,
         paced=paced,
+        cameras=several,
         viewers=compared,
     )
 
@@ -604,6 +649,13 @@ def format_table(r: BenchReport) -> str:
         lines.append(
             f"at {paced.rate:g} FPS    {paced.core_pct:8.2f} % of one core "
             f"({paced.cpu_ms_per_frame:.3f} ms CPU/frame over {paced.frames} frames in {paced.seconds:g} s)"
+        )
+    for run in r.cameras or []:
+        how = "one app, one interpreter round-robin" if run.mode == "shared" else "one app and interpreter per camera"
+        lines.append(
+            f"{run.cameras} cameras {run.rate:g} FPS {run.core_pct:6.2f} % of one core, {run.core_pct_per_camera:.2f} % per camera "
+            f"({run.cpu_ms_per_frame:.3f} ms CPU/frame; {how}; "
+            f"frames {'/'.join(map(str, run.frames))} in {run.seconds:g} s)"
         )
     if r.repeats is not None:
         lines += ["", *format_repeats(r.repeats)]
@@ -669,6 +721,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--decode", choices=("full", "reduced"), default="full", help="the pipeline's decode (edge-app --decode); the naive loop always decodes full frames"
     )
+    parser.add_argument(
+        "--cameras", type=int, default=0, metavar="N",
+        help="also run N paced synthetic cameras (at --rate, default 30) in one process, one interpreter shared and one per camera, and report CPU per camera",
+    )
     parser.add_argument("--rate-seconds", type=float, default=10.0, metavar="S", help="with --rate: how long the paced run lasts (default: 10)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON instead of a table")
 
@@ -687,6 +743,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeat must be at least 1, got {args.repeat}")
     if args.rate is not None and not 0 < args.rate <= 240:
         raise ConfigError(f"--rate must be above 0 and at most 240 frames a second, got {args.rate}")
+    if not 0 <= args.cameras <= MAX_CAMERAS:
+        raise ConfigError(f"--cameras must be 0..{MAX_CAMERAS}, got {args.cameras}")
     if args.rate_seconds <= 0:
         raise ConfigError(f"--rate-seconds must be positive, got {args.rate_seconds}")
     reports = [
@@ -704,6 +762,7 @@ def run(args: argparse.Namespace) -> int:
             rate=args.rate if i == args.repeat - 1 else None,
             rate_seconds=args.rate_seconds,
             decode=args.decode,
+            cameras=args.cameras if i == args.repeat - 1 else 0,
         )
         for i in range(args.repeat)
     ]

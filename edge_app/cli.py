@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 PROG = "edge-app"
 GROUPS: dict[str, tuple[str, ...]] = {
     "model": ("model", "labels", "model_url", "model_poll", "threads", "delegate", "device"),
-    "source (one of --camera, --source, --picamera; default: camera 0)": (
+    "source (one of --camera, --source (repeatable), --picamera; default: camera 0)": (
         "camera",
         "source",
         "picamera",
@@ -79,7 +79,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 METAVARS = {
     "model": "PATH",
     "labels": "FILE",
-    "source": "FILE|DIR|URL",
+    "source": "[NAME=]FILE|DIR|URL|N",
     "camera": "N",
     "log": "FILE",
     "snapshots": "DIR",
@@ -193,14 +193,15 @@ def _help(text: str, default: object) -> str:
 
 def check_config(config: AppConfig, path: Path | None) -> int:
     """Validate what a run would need before opening anything: OpenCV, the model files and the source spec."""
-    config.source_spec()
+    specs = config.source_specs()
     files = resolve_model(config.model, config.labels)
     if files.labels is not None and not files.labels.exists():
         raise ModelError(f"labels file {files.labels} does not exist: pass --labels FILE or put labels.txt beside the model")
     where = f" ({path})" if path else ""
     print(f"{PROG}: config OK{where}")
     print(f"  model = {files.model}")
-    print(f"  source = {config.source_spec().describe()}")
+    for name, spec in specs:
+        print(f"  source = {spec.describe()}" + (f" (as {name})" if len(specs) > 1 else ""))
     for line in config.describe():
         if not line.startswith(("model =", "source =")):
             print(f"  {line}")

@@ -75,6 +75,7 @@ class CollectSink:
     min_gap_s: float = 1.0
     max_files: int = 1000
     max_bytes: int = 500_000_000
+    tag: str | None = None  # several sources: the source's name, for the whole frame's key and file names (zone names already carry it)
     saved: int = 0
     skipped_duplicates: int = 0
     _recent: dict[str, deque[np.ndarray]] = field(default_factory=dict, repr=False)
@@ -116,7 +117,7 @@ class CollectSink:
         if result.zoned and result.states:
             items = [(z.name, z.box, z.top, z.state_changed) for z in result.states]
         else:
-            items = [(WHOLE_FRAME, None, result.top, result.changed)]
+            items = [(f"{self.tag}.{WHOLE_FRAME}" if self.tag else WHOLE_FRAME, None, result.top, result.changed)]
         for name, box, top, changed in items:
             score = float(top[0].score) if top else 0.0
             last = self._last_saved.get(name)

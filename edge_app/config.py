@@ -25,6 +25,7 @@ from edge_app.ota import check_url
 from edge_app.ota import validate as validate_ota
 from edge_app.outputs.logsink import LOG_EXTENSIONS
 from edge_app.sources import SourceSpec, redact_url, spec_from_args
+from edge_app.sources.base import split_source_name
 from edge_app.zones import parse_zone, parse_zones
 
 LOG_FORMATS = ("jsonl", "csv")
@@ -61,6 +62,16 @@ def _check_device(value: str) -> None:
     parse_device(value)
 
 
+def _named_source(text: str) -> tuple[str | None, str]:
+    """``NAME=TARGET`` or a bare target (an existing path is never split at its ``=``)."""
+    return (None, text) if Path(text).expanduser().exists() else split_source_name(text)
+
+
+def _check_source(value: str) -> None:
+    if not value.strip():
+        raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
+
+
 @dataclass(frozen=True)
 class AppConfig:
     """Settings of ``edge-app``; field names are the TOML keys, ``--field-name`` the flags."""
@@ -79,7 +90,14 @@ class AppConfig:
     device: str | None = field(default=None, metadata=_meta("Edge TPU device: usb, usb:N, pci or pci:N (default: the first one)", check=_check_device))
     # source
     camera: int | None = field(default=None, metadata=_meta("camera index (default 0 when no source is given)", min=0))
-    source: str | None = field(default=None, metadata=_meta("video file, image folder, or rtsp:// / http:// stream URL"))
+    source: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta(
+            "video file, image folder, rtsp:// / http:// stream URL, camera index or picamera:N; repeatable for several cameras in one "
+            "process (NAME=TARGET names one: its log file, status, snapshots and states carry the name)",
+            check=_check_source,
+        ),
+    )
     picamera: bool = field(default=False, metadata=_meta("Raspberry Pi CSI camera through picamera2 (camera selects which)"))
     width: int | None = field(default=None, metadata=_meta("capture width requested from a camera", min=1))
     height: int | None = field(default=None, metadata=_meta("capture height requested from a camera", min=1))
@@ -156,16 +174,19 @@ class AppConfig:
     stats_interval: float = field(default=10.0, metadata=_meta("seconds between stats log lines (0: off)", min=0.0))
 
     def __post_init__(self) -> None:
-        if self.camera is not None and self.source is not None:
+        if isinstance(self.source, str | Path):  # AppConfig(source="clip.mp4") from Python code
+            object.__setattr__(self, "source", (str(self.source),))
+        if self.camera is not None and self.source:
             raise ConfigError("camera and source are mutually exclusive: set only one of them (a file's choice is replaced by --camera/--source)")
-        if self.picamera and self.source is not None:
+        if self.picamera and self.source:
             raise ConfigError("picamera and source are mutually exclusive: picamera with camera = N opens CSI camera N")
         if self.http_token is not None and self.http is None:
             raise ConfigError("http_token is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove the token")
         if self.log is not None and self.log_format is None and self.log.suffix.lower() not in LOG_EXTENSIONS:
             raise ConfigError(f"cannot tell the log format from {self.log.name!r}: name the file .jsonl or .csv, or set log_format (--log-format)")
-        if self.source is not None and not self.source.strip():
-            raise ConfigError("source is empty: pass a video file, an image folder, a stream URL, or use camera = N")
+        for item in self.source:
+            _check_source(item)
+        self.source_specs()  # bad targets and names used twice
         parse_zones(self.zone)  # names used twice
         validate_ota(self.model_url, self.model)
 
@@ -195,10 +216,33 @@ class AppConfig:
     # ------------------------------------------------------------------ views
 
     def source_spec(self) -> SourceSpec:
-        """The capture spec for ``FrameGrabber`` (camera 0 when no source is configured)."""
+        """The capture spec of the first (usually the only) source: camera 0 when no source is configured."""
+        return self.source_specs()[0][1]
+
+    def source_specs(self) -> list[tuple[str, SourceSpec]]:
+        """``(name, spec)`` of every source, in order; names are ``NAME=`` prefixes or made from the target (``camera0``, ``door``)."""
+        if not self.source:
+            return [(self._spec(None).short_name(), self._spec(None))]
+        specs: list[tuple[str, SourceSpec]] = []
+        seen: set[str] = set()
+        for item in self.source:
+            given, target = _named_source(item)
+            spec = self._spec(target)
+            name = given or spec.short_name()
+            if given is None:  # two files called clip.mp4 in different folders: clip, clip-2
+                base, n = name, 2
+                while name in seen:
+                    name, n = f"{base}-{n}", n + 1
+            elif given in seen:
+                raise ConfigError(f"source name {given!r} is used twice: give each --source NAME=TARGET its own name")
+            seen.add(name)
+            specs.append((name, spec))
+        return specs
+
+    def _spec(self, source: str | None) -> SourceSpec:
         return spec_from_args(
             camera=self.camera,
-            source=self.source,
+            source=source,
             picamera=self.picamera,
             width=self.width,
             height=self.height,

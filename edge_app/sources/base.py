@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from edge_app.errors import ConfigError
 
 KINDS = ("opencv", "picamera2", "folder")
+CSI_TARGET = re.compile(r"(?:picamera|csi):(\d+)")  # --source picamera:1 opens CSI camera 1 (two cameras on a Pi 5)
+SOURCE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 DEFAULT_OPEN_TIMEOUT_S = 10.0
 DEFAULT_READ_TIMEOUT_S = 5.0
 
@@ -103,6 +106,16 @@ class SourceSpec:
     def is_stream(self) -> bool:
         return self.kind == "opencv" and is_stream_url(self.target)
 
+    def short_name(self) -> str:
+        """A name for logs, topics and files when several sources run: ``camera0``, ``csi1``, ``door`` (a file's stem), a stream's host."""
+        if self.kind == "picamera2":
+            return f"csi{self.target}"
+        if isinstance(self.target, int):
+            return f"camera{self.target}"
+        text = (urlsplit(self.target).hostname or "stream") if self.is_stream else (Path(self.target).stem or Path(self.target).name)
+        text = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-")[:32]
+        return text if text and text[0].isalpha() else f"source-{text}".rstrip("-")
+
     def describe(self) -> str:
         """A short human name: ``camera 0``, ``video file clip.mp4``, ``stream rtsp://...``."""
         if self.kind == "picamera2":
@@ -164,6 +177,17 @@ def spec_from_args(
     return spec
 
 
+def split_source_name(text: str) -> tuple[str | None, str]:
+    """``door=rtsp://...`` -> ``("door", "rtsp://...")``; a target without a ``NAME=`` prefix -> ``(None, target)``.
+
+    Only a leading word followed by ``=`` is a name, so URLs with query strings keep their ``=``.
+    """
+    name, sep, rest = text.partition("=")
+    if sep and SOURCE_NAME.fullmatch(name) and rest:
+        return name, rest
+    return None, text
+
+
 def _spec_for(make: Callable[[str, int | str], SourceSpec], camera: int | None, source: str | Path | None, picamera: bool) -> SourceSpec:
     if picamera:
         return make("picamera2", camera or 0)
@@ -174,6 +198,9 @@ def _spec_for(make: Callable[[str, int | str], SourceSpec], camera: int | None, 
         raise ConfigError("--source is empty: pass a video file, an image folder, a stream URL, or use --camera N")
     if is_stream_url(text):
         return make("opencv", text)
+    csi = CSI_TARGET.fullmatch(text)
+    if csi and not Path(text).exists():
+        return make("picamera2", int(csi.group(1)))
     path = Path(text).expanduser()
     if text.isdigit() and not path.exists():
         return make("opencv", int(text))

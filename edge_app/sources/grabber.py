@@ -61,9 +61,10 @@ class CaptureStats:
 class _FrameBuffer:
     """Newest-wins slot(s) for live sources, or a bounded FIFO with backpressure for files."""
 
-    def __init__(self, capacity: int, newest_wins: bool) -> None:
+    def __init__(self, capacity: int, newest_wins: bool, notify: threading.Event | None = None) -> None:
         self.capacity = max(1, capacity)
         self.newest_wins = newest_wins
+        self.notify = notify  # set on every new frame and at the end: one consumer waiting on several buffers
         self.dropped = 0
         self.closed = False
         self._items: deque[Frame] = deque()
@@ -83,7 +84,9 @@ class _FrameBuffer:
                 return False
             self._items.append(frame)
             self._cond.notify_all()
-            return True
+        if self.notify is not None:
+            self.notify.set()
+        return True
 
     def get(self, timeout: float) -> Frame | None:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -101,6 +104,8 @@ class _FrameBuffer:
         with self._cond:
             self.closed = True
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify.set()
 
     def clear(self) -> None:
         with self._cond:
@@ -150,8 +155,10 @@ class FrameGrabber:
         queue_size: int = DEFAULT_QUEUE_SIZE,
         backoff_s: tuple[float, float] = DEFAULT_BACKOFF_S,
         prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+        notify: threading.Event | None = None,
     ) -> None:
         self.spec = spec
+        self.notify = notify  # set whenever a frame arrives or the source ends (the app's loop over several sources waits on it)
         self.prepare = prepare
         self._prepare_generation = 0  # bumped by set_prepare: inputs made with an older prepare are dropped
         self._prepare_failures = 0
@@ -192,7 +199,7 @@ class FrameGrabber:
         self.live = bool(source.live)
         self.name = source.name
         newest_wins = self.live or self.spec.realtime
-        self._buffer = _FrameBuffer(1 if newest_wins else self.queue_size, newest_wins)
+        self._buffer = _FrameBuffer(1 if newest_wins else self.queue_size, newest_wins, self.notify)
         session = self._begin(source)
         if not self._wait_settled(session, cancel):
             if cancel is not None and cancel.is_set():

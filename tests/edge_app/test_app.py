@@ -26,6 +26,7 @@ from edge_app.outputs import FrameResult
 from edge_app.outputs.display import KEY_SPACE, KeyControlled, KeyControls
 from edge_app.outputs.draw import draw_overlay
 from edge_app.web import WebServer
+from edge_app.zones import WHOLE_FRAME
 from tests.edge_app.helpers import decoded_frames, read_jsonl, wait_until
 from tests.edge_app.mjpeg_server import MJPEGServer
 from tests.edge_app.test_mqtt import MOSQUITTO, Broker, Listener
@@ -335,7 +336,7 @@ def test_web_view_serves_the_app_status(clip) -> None:
     thread, box = run_in_thread(app)
     try:
         assert wait_until(lambda: app.frames > 5, 10.0)
-        server = next(o.sink for o in app.views if o.name.startswith("web"))
+        server = next(o.sink for o in app.outputs() if o.name.startswith("web"))
         assert isinstance(server, WebServer)
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("GET", "/api/status")
@@ -376,3 +377,38 @@ def test_mqtt_gets_every_label_change_and_the_status(tmp_path, clip) -> None:
     finally:
         listener.close()
         broker.stop()
+
+
+# ------------------------------------------------------------------------------------------ several sources
+
+
+def test_several_sources_share_one_interpreter_each_with_its_own_log_status_and_states(tmp_path, clip, cifar10_val, write_video, classifier) -> None:
+    front, _, _ = clip
+    back = write_video(tmp_path / "back.avi", cifar10_val.x[N_IMAGES : N_IMAGES + 40], repeat=2)
+    seen = Collect()
+    app = App(config(source=[f"front={front}", f"back={back}"], log=str(tmp_path / "results.jsonl"), debounce=2), extra_sinks=[seen], handle_signals=False)
+    assert app.run() == 0 and app.stop_reason == "end of every source"
+    assert not (tmp_path / "results.jsonl").exists()
+    for name, video in (("front", front), ("back", back)):
+        records = read_jsonl(tmp_path / f"results-{name}.jsonl")
+        frames = decoded_frames(video)
+        assert [r["frame"] for r in records] == list(range(len(frames)))  # every frame of each file, in order
+        assert {r["source"] for r in records} == {f"video file {video}"}
+        assert [r["top"][0]["label"] for r in records] == [classifier.classify(f, k=1)[0].label for f in frames]  # as if it ran alone
+        assert records[-1]["state"] == records[-1]["top"][0]["label"]  # its own debounced state
+        assert {z.name for r in seen.results if r.source == f"video file {video}" for z in r.states or []} == {f"{name}.{WHOLE_FRAME}"}
+    assert app.frames == N_IMAGES * REPEAT + 80
+    order = [r.source for r in seen.results]
+    last_back = max(i for i, src in enumerate(order) if src == f"video file {back}")
+    assert last_back < 200  # round-robin while both have frames (one after the other would end back at 259)
+    status = app.status()
+    assert [(s["name"], s["frames"]) for s in status["sources"]] == [("front", N_IMAGES * REPEAT), ("back", 80)]
+    assert status["frames"] == app.frames and status["captured"] == app.frames
+
+
+def test_source_names_must_be_unique_and_default_to_the_target() -> None:
+    assert [n for n, _ in config(source=["clip.mp4", "other/clip.mp4", "rtsp://cam.local/s", "1", "picamera:1"]).source_specs()] == [
+        "clip", "clip-2", "cam-local", "camera1", "csi1"]
+    assert config(source=["picamera:1"]).source_spec().kind == "picamera2"
+    with pytest.raises(Exception, match="source name 'door' is used twice"):
+        config(source=["door=a.mp4", "door=b.mp4"])

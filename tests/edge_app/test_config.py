@@ -31,7 +31,7 @@ def test_the_example_config_loads_and_documents_every_key(repo_root: Path, tmp_p
     lines = [ln[2:] if ln.startswith("# ") and " = " in ln and ln[2:].split(" = ")[0] in field_specs() else ln for ln in text.splitlines()]
     uncommented = "\n".join(ln for ln in lines if not ln.startswith(("camera =", "picamera =")))
     full = load_config(write(tmp_path, uncommented))
-    assert full.source and full.source.startswith("rtsp://") and full.http == "0.0.0.0:8080" and full.device == "usb:0"
+    assert full.source and full.source[0].startswith("rtsp://") and full.http == "0.0.0.0:8080" and full.device == "usb:0"
     assert full.mqtt_device == "kitchen-pi" and full.max_frames == 1000 and full.snapshots == Path("/var/lib/edge-app/snapshots")
 
 
@@ -49,14 +49,14 @@ def test_file_values_are_typed_and_relative_paths_follow_the_file(tmp_path: Path
     assert config.model == tmp_path / "models" / "mine" and config.log == Path("/tmp/x.csv")
     assert config.fps == 15.0 and isinstance(config.fps, float) and config.loop
     assert config.snapshots == Path.home() / "shots"
-    assert config.source == "clip.mp4"  # a source may be a URL or camera number: left as written
+    assert config.source == ("clip.mp4",)  # a source may be a URL or camera number: left as written
 
 
 def test_flags_override_only_what_they_set(tmp_path: Path) -> None:
     path = write(tmp_path, "top_k = 5\nthreshold = 0.3\ncamera = 1\nheadless = true\n")
     config = load_config(path, {"threshold": 0.6, "source": "clip.mp4", "headless": False})
     assert (config.top_k, config.threshold, config.headless) == (5, 0.6, False)
-    assert (config.camera, config.source) == (None, "clip.mp4")  # --source replaces the file's camera
+    assert (config.camera, config.source) == (None, ("clip.mp4",))  # --source replaces the file's camera
     assert load_config(path, {"picamera": True}).camera is None
     assert load_config(path, {}).camera == 1
 
@@ -87,7 +87,7 @@ def test_flags_override_only_what_they_set(tmp_path: Path) -> None:
         ("camera = 0\nsource = 'a.mp4'\n", r"camera and source are mutually exclusive"),
         ("http_token = 'x'\n", r"http_token is set but http is not"),
         ("log = 'results.log'\n", r"cannot tell the log format from 'results.log': name the file .jsonl or .csv, or set log_format"),
-        ("[source]\npath = 'a.mp4'\n", r"source must be a string, got \{'path': 'a.mp4'\}"),
+        ("[source]\npath = 'a.mp4'\n", r"source must be a list of strings .*got \{'path': 'a.mp4'\}"),
         ("top_k = \n", r"is not valid TOML: .*line 1"),
     ],
 )
