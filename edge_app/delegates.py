@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import re
 import sys
@@ -135,6 +136,23 @@ def choose(delegate: str, files: ModelFiles, device: str | None = None, loader: 
     return Acceleration("edgetpu", path, (tpu,))
 
 
+MAX_DEFAULT_THREADS = 4
+
+
+def default_threads() -> int:
+    """``--threads``' default: the cores this process may use, at most 4.
+
+    Measured with ``bash benchmarks/threads.sh`` (README, Performance): on 2 cores, 2 threads halve
+    ``invoke()`` and make the 224 px model's pipeline 1.7x faster than LiteRT's own default of one
+    thread, while 4 threads (the TF-Lite Raspberry Pi example's default) are slower than 2 there.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
 def load_classifier(
     files: ModelFiles,
     delegate: str = "cpu",
@@ -144,6 +162,7 @@ def load_classifier(
 ) -> tuple[Classifier, Acceleration]:
     """A ready ``Classifier`` on the chosen accelerator; ``auto`` falls back to the CPU if the Edge TPU model fails to load."""
     acceleration = choose(delegate, files, device, loader)
+    threads = threads or default_threads()
     if acceleration.name == "cpu":
         return Classifier(files, threads), acceleration
     try:

@@ -138,7 +138,7 @@ def test_compare_viewers_table_in_process(tmp_path, cifar10_val, write_video) ->
 
 def test_bench_reports_cpu_per_frame_the_decode_ceiling_and_a_paced_run(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:30], repeat=2)
-    report = benchmark(str(video), frames=60, invoke_runs=20, rate=30.0, rate_seconds=2.0)
+    report = benchmark(str(video), frames=60, invoke_runs=20, rate=30.0, rate_seconds=2.0, cameras=2)
     assert report.decode is not None and report.decode.frames == 60
     # decoding alone is the ceiling: no loop that also classifies can be faster (5 % slack for timer noise)
     assert report.decode.fps * 1.05 >= max(report.pipeline.fps, report.naive.fps)
@@ -149,8 +149,14 @@ def test_bench_reports_cpu_per_frame_the_decode_ceiling_and_a_paced_run(tmp_path
     assert paced is not None and paced.rate == 30.0 and paced.frames == 60
     assert 1.8 <= paced.seconds <= 6.0  # 60 frames at 30 a second, as a camera would deliver them
     assert 0 < paced.core_pct < 200 and paced.cpu_ms_per_frame > 0
+    # two paced cameras: one app with both as sources (one interpreter) and one app per camera, every frame of each classified
+    assert report.cameras is not None and [c.mode for c in report.cameras] == ["shared", "per-source"]
+    for run in report.cameras:
+        assert run.frames == [60, 60] and 1.8 <= run.seconds <= 8.0
+        assert 0 < run.core_pct < 200 and run.core_pct_per_camera == pytest.approx(run.core_pct / 2, abs=0.01)
     table = format_table(report)
     assert "CPU/frame" in table and "decode only" in table and "at 30 FPS" in table and "% of one core" in table
+    assert "2 cameras 30 FPS" in table and "per camera" in table
     data = report.to_json()
     assert data["paced"]["core_pct"] == paced.core_pct and data["decode"]["fps"] == report.decode.fps
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ from edge_app.delegates import (
     NO_EDGETPU,
     Acceleration,
     choose,
+    default_threads,
     edgetpu_library,
     edgetpu_model,
     load_classifier,
@@ -119,3 +123,11 @@ def test_auto_without_a_coral_gives_a_working_cpu_classifier(model_copy: Path, c
 def test_bad_delegate_name() -> None:
     with pytest.raises(ConfigError, match="--delegate must be one of cpu, edgetpu, auto, got 'gpu'"):
         choose("gpu", resolve_model(None))
+
+
+def test_default_threads_are_the_usable_cores_at_most_four() -> None:
+    assert default_threads() == min(4, len(os.sched_getaffinity(0)))
+    code = "from edge_app.delegates import default_threads; print(default_threads())"
+    one_core = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert one_core.stdout.strip() == "1"  # a service pinned to one core gets one interpreter thread
