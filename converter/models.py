@@ -39,14 +39,20 @@ def paper_cnn(input_shape: tuple[int, int, int], num_classes: int) -> keras.Mode
     )
 
 
-def whitening_kernel(x: np.ndarray, size: int = 2, eps: float = 5e-4) -> tuple[np.ndarray, np.ndarray]:
+def whitening_kernel(x: np.ndarray, size: int = 2, eps: float = 5e-4, normalise: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Patch-whitening conv weights from data (the airbench trick), for pixels scaled to [0, 1].
 
     Returns (kernel ``(size, size, C, 2*size*size*C)``, bias): the eigenvectors of the patch
-    covariance, scaled by 1/sqrt(eigenvalue), and their negatives, so a ReLU keeps both signs.
+    covariance, scaled by 1/sqrt(eigenvalue + eps), and their negatives, so a ReLU keeps both signs.
+    With ``normalise`` the covariance is that of per-channel normalised pixels (as airbench computes
+    it, where ``eps`` is small against every eigenvalue), folded back so the conv still reads 0-1 pixels.
     """
     x = x.astype(np.float32) / 255.0
     _n, _h, _w, c = x.shape
+    mean_c, std_c = np.zeros(c, np.float32), np.ones(c, np.float32)
+    if normalise:
+        mean_c, std_c = x.reshape(-1, c).mean(0), x.reshape(-1, c).std(0) + 1e-6
+        x = (x - mean_c) / std_c
     patches = np.lib.stride_tricks.sliding_window_view(x, (size, size), axis=(1, 2))
     patches = patches.transpose(0, 1, 2, 4, 5, 3).reshape(-1, size * size * c)  # (.., kh, kw, c)
     mean = patches.mean(0)
@@ -56,6 +62,9 @@ def whitening_kernel(x: np.ndarray, size: int = 2, eps: float = 5e-4) -> tuple[n
     basis = basis[::-1]  # largest eigenvalue first
     kernel = np.concatenate([basis, -basis]).reshape(-1, size, size, c).transpose(1, 2, 3, 0)
     bias = -(np.concatenate([basis, -basis]) @ mean)
+    # fold the normalisation: W @ ((p - m) / s) = (W / s) @ p - (W / s) @ m, per input channel
+    kernel = kernel / std_c[None, None, :, None]
+    bias = bias - np.einsum("hwck,c->k", kernel, mean_c)
     return kernel.astype(np.float32), bias.astype(np.float32)
 
 
@@ -64,7 +73,13 @@ class EdgeSpec:
     widths: tuple[int, ...] = (64, 128, 128)
     whiten_size: int = 2
     logit_scale: float = 1.0 / 9.0
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # L2 on the kernels (0: the optimizer decays the weights, as airbench's does)
+    bn_momentum: float = 0.9
+    bn_scale: bool = True  # False: batch-norm weights frozen at one (airbench); they still fold into the conv
+    bn_eps: float = 1e-5  # small, yet large enough that a near-constant channel folds into a finite int8 weight
+    whiten_norm: bool = False  # compute the whitening on normalised pixels (airbench), see whitening_kernel
+    whiten_eps: float = 5e-4
+    train_whiten_bias: bool = False  # the whitening conv stays trainable; AirbenchSGD freezes its kernel and later its bias
 
 
 def edge_blocks_for(size: int) -> int:
@@ -88,7 +103,7 @@ def edge_cnn(
     h, w, c = input_shape
     n_blocks = edge_blocks_for(min(h, w))
     widths = list(spec.widths) + [spec.widths[-1]] * (n_blocks - len(spec.widths))
-    reg = keras.regularizers.l2(spec.weight_decay)
+    reg = keras.regularizers.l2(spec.weight_decay) if spec.weight_decay else None
     whiten_width = 2 * spec.whiten_size * spec.whiten_size * c
 
     inputs = keras.Input(input_shape)
@@ -99,7 +114,7 @@ def edge_cnn(
     for i, width in enumerate(widths[:n_blocks]):
         for j in range(2):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"b{i}_conv{j}")(x)
-            x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"b{i}_bn{j}")(x)
+            x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_eps, scale=spec.bn_scale, name=f"b{i}_bn{j}")(x)
             x = layers.ReLU(name=f"b{i}_relu{j}")(x)
             if j == 0:
                 x = layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
@@ -110,9 +125,9 @@ def edge_cnn(
     model = keras.Model(inputs, outputs, name="edge_cnn")
 
     if sample is not None:
-        kernel, bias = whitening_kernel(sample, spec.whiten_size)
+        kernel, bias = whitening_kernel(sample, spec.whiten_size, spec.whiten_eps, normalise=spec.whiten_norm)
         whiten.set_weights([kernel, bias])
-    whiten.trainable = False
+    whiten.trainable = spec.train_whiten_bias
     return model
 
 

@@ -12,12 +12,14 @@ with the same ``--out`` and ``--epochs`` continues from there, on the same learn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,9 +29,11 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
+from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, alternating_flips, dirac_init, resolve_features
 from converter.backbones import BACKBONES, default_size
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, parse_size, peek_image_size, train_val
+from converter.distributed import DISTRIBUTE, make_strategy, worker_count, worker_index
 from converter.errors import DataError
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
 from converter.transfer import TransferConfig, train_transfer
@@ -43,8 +47,10 @@ AUTO_PRETRAINED_MIN_SIDE = 64  # --arch auto: photos at least this large get the
 class TrainConfig:
     arch: str = "edge"
     epochs: int = 16
-    batch_size: int | None = None  # paper: 32, edge: 256
-    lr: float | None = None  # paper: Adam's 1e-3; edge: peak SGD rate 0.2
+    batch_size: int | None = None  # paper: 32, edge: 256 (classic) or 1024 (airbench)
+    lr: float | None = None  # paper: Adam's 1e-3; edge: peak SGD rate 0.2 (classic) or airbench's 11.5 per 1024 examples
+    recipe: str = "classic"  # edge: "airbench" (converter.airbench) or "classic" (the recipe of the first shipped model)
+    without: tuple[str, ...] = ()  # airbench features left out (ablation)
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.2
     augment: bool | None = None  # flip+translate; default: on for edge, off for paper (the paper's recipe)
@@ -59,7 +65,24 @@ class TrainConfig:
         return self.arch == "edge" if self.augment is None else self.augment
 
     def resolved_batch(self) -> int:
-        return self.batch_size or (32 if self.arch == "paper" else 256)
+        if self.batch_size:
+            return self.batch_size
+        return 32 if self.arch == "paper" else AirbenchHyper.batch_size if self.airbench() else 256
+
+    def airbench(self) -> bool:
+        return self.arch == "edge" and self.recipe == "airbench"
+
+    def features(self) -> frozenset[str]:
+        """The airbench features on in this run (none for the classic recipe and the paper's CNN)."""
+        return resolve_features(self.without) if self.airbench() else frozenset()
+
+    def edge_spec(self) -> EdgeSpec:
+        if not self.airbench():
+            return EdgeSpec(widths=self.widths)
+        on = self.features()
+        bn = "bn-bias-lr" in on
+        return EdgeSpec(widths=self.widths, weight_decay=0.0, bn_momentum=0.6 if bn else 0.9, bn_scale=not bn,
+                        whiten_norm="whiten-norm" in on, train_whiten_bias="whiten-norm" in on)
 
 
 def cpu_has_bf16() -> bool:
@@ -70,10 +93,10 @@ def cpu_has_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
-    """Random horizontal flip and translation by up to ``pad`` px (reflect padding)."""
+def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2, flip: np.ndarray | None = None) -> np.ndarray:
+    """Horizontal flip (at random, or where ``flip`` says) and random translation by up to ``pad`` px (reflect padding)."""
     n, h, w, _ = x.shape
-    flip = np.asarray(rng.random(n)) < 0.5
+    flip = np.asarray(rng.random(n)) < 0.5 if flip is None else flip
     x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
     dy = rng.integers(0, 2 * pad + 1, n)
@@ -89,19 +112,20 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.n
 
 @keras.saving.register_keras_serializable(package="edge_recognition")
 class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from peak/10 to ``peak``, then linear decay to zero (as airbench does)."""
+    """Linear warm-up from ``start * peak`` to ``peak`` over ``warm`` steps, then linear decay to ``end * peak`` at ``total``."""
 
-    def __init__(self, peak: float, warm: int, total: int) -> None:
-        self.peak, self.warm, self.total = peak, warm, total
+    def __init__(self, peak: float, warm: int, total: int, start: float = 0.1, end: float = 0.0) -> None:
+        self.peak, self.warm, self.total, self.start, self.end = peak, warm, total, start, end
 
     def __call__(self, step: Any) -> Any:
         step = keras.ops.cast(step, "float32")
-        up = self.peak * (0.1 + 0.9 * step / self.warm)
-        down = self.peak * keras.ops.maximum(0.0, (self.total - step) / max(1, self.total - self.warm))
+        up = self.peak * (self.start + (1.0 - self.start) * step / self.warm)
+        frac = keras.ops.minimum(1.0, (step - self.warm) / max(1, self.total - self.warm))
+        down = self.peak * (1.0 - (1.0 - self.end) * frac)
         return keras.ops.where(step < self.warm, up, down)
 
     def get_config(self) -> dict[str, Any]:
-        return {"peak": self.peak, "warm": self.warm, "total": self.total}
+        return {"peak": self.peak, "warm": self.warm, "total": self.total, "start": self.start, "end": self.end}
 
 
 def _lr_schedule(peak: float, steps_per_epoch: int, epochs: int, warmup_epochs: float) -> WarmupLinearDecay:
@@ -130,8 +154,8 @@ def transfer_weights(model: Any, source: Path) -> int:
 
 
 def use_ema(cfg: TrainConfig, steps_per_epoch: int) -> bool:
-    """Weight averaging pays off only over enough steps (a 0.99 average needs a few hundred)."""
-    return cfg.ema and cfg.arch == "edge" and steps_per_epoch * cfg.epochs >= 500
+    """Keras's weight average (classic recipe) pays off only over enough steps (a 0.99 average needs a few hundred)."""
+    return cfg.ema and cfg.arch == "edge" and not cfg.airbench() and steps_per_epoch * cfg.epochs >= 500
 
 
 def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
@@ -149,13 +173,27 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
     if cfg.arch != "edge":
         raise DataError(f"unknown architecture {cfg.arch!r}: choose paper or edge")
     sample = train.x[np.random.default_rng(cfg.seed).permutation(len(train))[:5000]]
-    model = edge_cnn(train.image_shape, n_cls, EdgeSpec(widths=cfg.widths), sample=sample)
+    model = edge_cnn(train.image_shape, n_cls, cfg.edge_spec(), sample=sample)
+    if "dirac" in cfg.features():
+        dirac_init(model)
     if cfg.init_from:
         transfer_weights(model, Path(cfg.init_from))
-    steps = math.ceil(len(train) / cfg.resolved_batch())
-    schedule = _lr_schedule(cfg.lr or 0.2, steps, cfg.epochs, cfg.warmup_epochs)
+    batch = cfg.resolved_batch()
+    steps = math.ceil(len(train) / batch)
+    optimizer: keras.optimizers.Optimizer
+    if cfg.airbench():
+        hyp, on = AirbenchHyper(), cfg.features()
+        total = steps * cfg.epochs
+        schedule = WarmupLinearDecay(cfg.lr or hyp.lr(batch), max(1, int(total * hyp.warmup_fraction)), total,
+                                     start=hyp.start_factor, end=hyp.end_factor)
+        optimizer = AirbenchSGD(schedule, momentum=hyp.momentum, nesterov=True, decay=hyp.decay(),
+                                bias_scale=hyp.bias_scaler if "bn-bias-lr" in on else 1.0,
+                                whiten_bias_steps=hyp.whiten_bias_epochs * steps if "whiten-norm" in on else 0)
+    else:
+        schedule = _lr_schedule(cfg.lr or 0.2, steps, cfg.epochs, cfg.warmup_epochs)
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, use_ema=use_ema(cfg, steps), ema_momentum=0.99)
     model.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True, use_ema=use_ema(cfg, steps), ema_momentum=0.99),
+        optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
         metrics=["accuracy"],
     )
@@ -163,6 +201,7 @@ def build_and_compile(cfg: TrainConfig, train: Dataset) -> Any:
 
 
 RESUME_FILE = "resume.keras"
+LOOKAHEAD_FILE = "lookahead.npz"  # the lookahead average at the resume point
 
 
 class ResumePoint(keras.callbacks.Callback):
@@ -238,17 +277,48 @@ def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -
     return ResumeState(model, initial_epoch, history, seconds)
 
 
+def _build_before_fit(model: Any, strategy: Any, batch: tuple[np.ndarray, np.ndarray]) -> None:
+    """Two work-arounds that let Keras 3's ``fit`` run under ``tf.distribute``'s multi-replica strategies.
+
+    ``fit`` builds the model from the first distributed batch by all-reducing the whole (x, y)
+    structure, which fails (keras-team/keras#20585): built here from a local batch, that step has
+    nothing left to do and is skipped. Across workers it then averages each logged metric with
+    ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars: the steps return each metric
+    as a one-element vector, so the logs are the mean over the workers. The gradients are
+    all-reduced by the strategy itself either way.
+    """
+    with strategy.scope():
+        model._symbolic_build(data_batch=batch)
+    object.__setattr__(model, "_maybe_symbolic_build", lambda iterator=None, data_batch=None: None)
+    if worker_count(strategy) > 1:
+        for name in ("train_step", "test_step"):
+            step = getattr(model, name)
+
+            def as_vectors(data: Any, step: Any = step) -> dict[str, Any]:
+                return {k: keras.ops.reshape(v, (1,)) for k, v in step(data).items()}
+
+            object.__setattr__(model, name, as_vectors)
+
+
 def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
     """Rebuild ``model`` under the float32 policy (mixed-precision layers do not convert)."""
     keras.mixed_precision.set_global_policy("float32")
     n_cls = len(train.classes)
-    clean = paper_cnn(train.image_shape, n_cls) if cfg.arch == "paper" else edge_cnn(train.image_shape, n_cls, EdgeSpec(widths=cfg.widths))
+    clean = paper_cnn(train.image_shape, n_cls) if cfg.arch == "paper" else edge_cnn(train.image_shape, n_cls, cfg.edge_spec())
     clean.set_weights(model.get_weights())
     return clean
 
 
-def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbose: int | None = None) -> dict[str, Any]:
-    """Train, keep the best epoch by validation accuracy, write the artefacts, return the report."""
+def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbose: int | None = None, *,
+                strategy: Any = None) -> dict[str, Any]:
+    """Train, keep the final weights (airbench) or the best epoch by validation accuracy, write the artefacts, return the report.
+
+    With a ``strategy`` (converter.distributed) the model is built and trained in its scope, data-parallel;
+    only the chief worker writes to ``out``, the others keep their resume points in ``out/worker-N``.
+    """
+    worker = worker_index(strategy)
+    if worker:
+        out = out / f"worker-{worker}"
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(cfg.seed)
     precision = cfg.precision
@@ -258,12 +328,14 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     n_cls = len(train.classes)
     batch = cfg.resolved_batch()
     steps_per_epoch = math.ceil(len(train) / batch)
-    if cfg.resume:
-        if cfg.init_from:
-            raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
-        model, initial_epoch, past, seconds_before = _resume(cfg, train, out, steps_per_epoch)
-    else:
-        model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if cfg.resume:
+            if cfg.init_from:
+                raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
+            model, initial_epoch, past, seconds_before = _resume(cfg, train, out, steps_per_epoch)
+        else:
+            model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
+    features = cfg.features()
     one_hot = cfg.arch == "edge"
 
     def targets(y: np.ndarray) -> np.ndarray:
@@ -279,35 +351,49 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         def __len__(self) -> int:
             return math.ceil(len(train) / batch)
 
-        def on_epoch_end(self) -> None:
+        def on_epoch_end(self) -> None:  # prepares the next epoch (self.epoch)
+            self.epoch = getattr(self, "epoch", -1) + 1
             order = self.rng.permutation(len(train))
             x = train.x[order]
-            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16)) if cfg.augments() else x
+            flip = alternating_flips(len(train), self.epoch, cfg.seed)[order] if "alt-flip" in features else None
+            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16), flip=flip) if cfg.augments() else x
             self.y = targets(train.y[order])
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             s = slice(i * batch, (i + 1) * batch)
             return self.x[s], self.y[s]
 
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        _build_before_fit(model, strategy, (train.x[:2], targets(train.y[:2])))
     best_path = out / "best.keras"
     callbacks: list[Any] = []
     if model.optimizer.use_ema:
         # evaluate and checkpoint the averaged weights (must run before the checkpoints and the resume point)
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    if "lookahead" in features:
+        callbacks.append(Lookahead(steps_per_epoch * cfg.epochs, AirbenchHyper.lookahead_every, AirbenchHyper.lookahead_base,
+                                   state=out / LOOKAHEAD_FILE))
     resume_point = ResumePoint(out / RESUME_FILE, seconds_before)
     best_so_far = max(past["val_accuracy"]) if past.get("val_accuracy") else None
-    callbacks += [
-        resume_point,
-        keras.callbacks.ModelCheckpoint(
+    keep_final = cfg.airbench()  # airbench: the final (averaged) weights, not the best validation epoch
+    callbacks.append(resume_point)
+    if not keep_final:
+        callbacks.append(keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_accuracy", mode="max", save_best_only=True, initial_value_threshold=best_so_far
-        ),
+        ))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(out / "last.keras"),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=cfg.resume),
     ]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
-    log.info("training %s on %d images (%d classes, %s), validating on %d, %d epochs, batch %d, %s",
-             cfg.arch, len(train), n_cls, "x".join(map(str, train.image_shape)), len(val), cfg.epochs, batch, precision)
+    recipe = f"{cfg.recipe} recipe" if cfg.arch == "edge" else "the paper's recipe"
+    if cfg.without:
+        recipe += f" without {','.join(cfg.without)}"
+    log.info("training %s (%s) on %d images (%d classes, %s), validating on %d, %d epochs, batch %d, %s%s",
+             cfg.arch, recipe,
+             len(train), n_cls, "x".join(map(str, train.image_shape)), len(val), cfg.epochs, batch, precision,
+             f", {strategy.num_replicas_in_sync} replicas" if strategy is not None else "")
     hist = model.fit(
         Augmented(),
         validation_data=(val.x, targets(val.y)),
@@ -317,11 +403,13 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         verbose=verbose,
     )
     train_seconds = resume_point.seconds()
-    for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name):
+    for name in (RESUME_FILE, Path(RESUME_FILE).with_suffix(".json").name, LOOKAHEAD_FILE):
         (out / name).unlink(missing_ok=True)  # finished: nothing to resume
+    if worker:
+        shutil.rmtree(out, ignore_errors=True)  # the chief writes the artefacts
+        return {"worker": worker, "train_seconds": round(train_seconds, 1)}
 
-    best = keras.models.load_model(best_path, compile=False)
-    final = _float32_copy(best, cfg, train)
+    final = _float32_copy(model if keep_final else keras.models.load_model(best_path, compile=False), cfg, train)
     probs = final.predict(val.x, batch_size=256, verbose=0)
     val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
     best_path.unlink(missing_ok=True)
@@ -331,6 +419,11 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         "arch": cfg.arch,
         "val_accuracy": val_acc,
         "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
+        "kept": "final" if keep_final else "best",
+        "recipe": cfg.recipe if cfg.arch == "edge" else "paper",
+        "features": sorted(features),
+        "replicas": strategy.num_replicas_in_sync if strategy is not None else 1,
+        "workers": worker_count(strategy),
         "train_seconds": round(train_seconds, 1),
         "resumed_at_epoch": initial_epoch + 1 if cfg.resume else None,
         "precision": precision,
@@ -389,9 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder / .tar.gz / .zip")
     p.add_argument("--arch", choices=["auto", "paper", "edge", *BACKBONES], default="auto",
                    help="auto (default): efficientnet-lite0 transfer learning for photos (images of 64 px and more), edge for smaller images")
-    p.add_argument("--epochs", type=int, help="default: 16 (paper, edge); 40 head epochs on cached features (pretrained backbones)")
-    p.add_argument("--batch-size", type=int, help="default: 32 (paper), 256 (edge)")
-    p.add_argument("--lr", type=float, help="default: 1e-3 Adam (paper), 0.2 peak SGD (edge)")
+    p.add_argument("--epochs", type=int, help="default: 16 (paper, edge classic), 10 (edge airbench); 40 head epochs on cached "
+                   "features (pretrained backbones)")
+    p.add_argument("--batch-size", type=int, help="default: 32 (paper), 256 (edge classic), 1024 (edge airbench)")
+    p.add_argument("--lr", type=float, help="default: 1e-3 Adam (paper), 0.2 peak SGD (edge classic), airbench's 11.5 per 1024 "
+                   "examples (1.5 at batch 1024, edge airbench)")
     p.add_argument("--image-size", help="resize images to N or HxW (default: 224 for pretrained backbones, 160/128/96 trade accuracy for speed; "
                    "needed for the CNNs when sizes differ)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
@@ -400,6 +495,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flip and translate training images (default: on for edge, off for paper, as in the paper)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--recipe", choices=["airbench", "classic"], default="classic",
+                   help="edge: airbench (airbench94's recipe and training features, final weights) or classic (the first "
+                   "shipped model's: batch 256, SGD 0.2, EMA, best epoch)")
+    p.add_argument("--without", default="", metavar="FEATURE[,FEATURE]",
+                   help=f"airbench recipe: leave these features out (ablation): {', '.join(FEATURES)}")
+    p.add_argument("--distribute", choices=DISTRIBUTE, default="auto",
+                   help="data-parallel training: multi-worker (TensorFlow's MultiWorkerMirroredStrategy, configured by TF_CONFIG "
+                   "on every worker), mirrored (every local GPU), none; auto (default): multi-worker when TF_CONFIG names several workers")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out (same --data, --arch and --epochs) from its resume.keras")
     p.add_argument("--init-from", type=Path, help="transfer learning: start from the matching layers of this model.keras (e.g. the CIFAR-10 model)")
     p.add_argument("--weights", choices=["imagenet", "none"], default="imagenet",
@@ -465,6 +568,12 @@ def _main(args: argparse.Namespace) -> int:
     size = parse_size(args.image_size) or ((default_size(arch),) * 2 if pretrained else None)
     if not pretrained and (args.alpha is not None or args.fine_tune):
         raise DataError(f"--alpha and --fine-tune apply to the pretrained backbones ({', '.join(BACKBONES)}), not --arch {arch}")
+    without = tuple(name.strip() for name in args.without.split(",") if name.strip())
+    if without and (pretrained or args.recipe != "airbench"):
+        raise DataError("--without applies to --recipe airbench (the edge CNN)")
+    resolve_features(without)  # an unknown name fails before any data is read
+    # before anything else touches TensorFlow (MultiWorkerMirroredStrategy's rule)
+    strategy = None if pretrained else make_strategy(args.distribute)
     train, val = train_val(args.data, size, args.val_fraction, args.seed)
     if args.limit_per_class:
         train = train.subset(stratified_sample(train.y, args.limit_per_class, args.seed))
@@ -483,12 +592,17 @@ def _main(args: argparse.Namespace) -> int:
             widths = tuple(int(w) for w in args.widths.split(","))
         except ValueError:
             raise DataError(f"bad --widths {args.widths!r}: expected numbers like 64,128,128") from None
+        airbench = arch == "edge" and args.recipe == "airbench"
         cfg = TrainConfig(
-            arch=arch, epochs=args.epochs or 16, batch_size=args.batch_size, lr=args.lr,
+            arch=arch, epochs=args.epochs or (AirbenchHyper.epochs if airbench else 16), batch_size=args.batch_size, lr=args.lr,
+            recipe=args.recipe, without=without,
             augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
             precision=args.precision, seed=args.seed, widths=widths,
         )
-        report = train_model(cfg, train, val, args.out)
+        report = train_model(cfg, train, val, args.out, strategy=strategy)
+        if "worker" in report:
+            print(json.dumps(report))
+            return 0
     print(json.dumps({k: report[k] for k in ("arch", "dataset", "val_accuracy", "best_epoch", "train_seconds")}))
     return 0
 

@@ -1,0 +1,75 @@
+"""Data-parallel training: two real worker processes on loopback (MultiWorkerMirroredStrategy via TF_CONFIG)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BASE = ["--data", "fashion-mnist", "--limit-per-class", "100", "--arch", "edge", "--recipe", "airbench", "--widths", "16,32,32",
+        "--batch-size", "64", "--epochs", "4", "--precision", "float32", "--seed", "0"]
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tf_config(ports: list[int], index: int) -> str:
+    return json.dumps({"cluster": {"worker": [f"localhost:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})
+
+
+def _train(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "converter.train", *BASE, *extra, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_two_workers_on_loopback_train_to_the_quality_of_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    one = _train(tmp_path / "one", env, "--distribute", "none")
+    _, one_err = one.communicate(timeout=600)
+    assert one.returncode == 0, one_err
+
+    ports = _free_ports(2)
+    workers = [_train(tmp_path / "two", {**env, "TF_CONFIG": _tf_config(ports, i)}) for i in range(2)]
+    results = [w.communicate(timeout=600) for w in workers]
+    assert workers[0].returncode == 0, results[0][1]
+    assert json.loads(results[1][0].strip().splitlines()[-1])["worker"] == 1, results[1][1]  # the other worker trained, wrote nothing
+
+    single = json.loads((tmp_path / "one" / "train_report.json").read_text())
+    double = json.loads((tmp_path / "two" / "train_report.json").read_text())
+    assert (single["workers"], single["replicas"]) == (1, 1)
+    assert (double["workers"], double["replicas"]) == (2, 2)
+    assert "2 replicas" in results[0][1]
+    assert not (tmp_path / "two" / "worker-1").exists() and (tmp_path / "two" / "model.keras").is_file()
+    # the same global batch of 64 split over the two workers: the same recipe, so the same quality
+    assert single["val_accuracy"] > 0.6, single["val_accuracy"]
+    assert double["val_accuracy"] >= single["val_accuracy"] - 0.05, (double["val_accuracy"], single["val_accuracy"])
+    history = json.loads((tmp_path / "two" / "history.json").read_text())
+    assert len(history["val_accuracy"]) == 4 and history["loss"][-1] < history["loss"][0]
+
+
+@pytest.mark.parametrize(("tf_config", "flag", "message"), [
+    ("", "multi-worker", "--distribute multi-worker needs TF_CONFIG: set it on every worker"),
+    ("{not json", "auto", "TF_CONFIG is not valid: expected"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "auto", "index 3 is not one of its 1 workers"),
+], ids=["missing", "malformed", "bad-index"])
+def test_a_bad_cluster_setting_is_one_line(tmp_path: Path, tf_config: str, flag: str, message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    if tf_config:
+        env["TF_CONFIG"] = tf_config
+    proc = subprocess.run([sys.executable, "-m", "converter.train", *BASE, "--distribute", flag, "--out", str(tmp_path / "o")],
+                          check=False, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert message in proc.stderr.strip().splitlines()[-1]
