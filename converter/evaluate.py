@@ -42,6 +42,7 @@ class Evaluation:
     latency_ms: dict[str, float]
     predictions: np.ndarray
     scores: np.ndarray
+    tta_accuracy: float | None = None  # with --tta: airbench's 6-view test-time augmentation (a report, never the device)
 
     @property
     def confusion(self) -> np.ndarray:
@@ -60,6 +61,7 @@ class Evaluation:
             },
             "confusion_matrix": self.confusion.tolist(),
             "latency_ms": self.latency_ms,
+            **({"tta_accuracy": round(self.tta_accuracy, 4), "tta_views": 6} if self.tta_accuracy is not None else {}),
             "machine": f"{platform.machine()}, {platform.system()}",
             "date": time.strftime("%Y-%m-%d"),
         }
@@ -156,6 +158,19 @@ def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "va
                       precision, recall, latency, pred, scores)
 
 
+def tta_scores(runner: TFLiteRunner | KerasRunner, x: np.ndarray) -> np.ndarray:
+    """airbench's test-time augmentation: the image and its mirror, and both again shifted one pixel up-left and
+    down-right (reflect padding); the unshifted pair weighs half, the shifted pairs a quarter each."""
+
+    def mirrored(v: np.ndarray) -> np.ndarray:
+        return 0.5 * runner.predict(v) + 0.5 * runner.predict(np.ascontiguousarray(v[:, :, ::-1]))
+
+    h, w = x.shape[1:3]
+    padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [np.ascontiguousarray(padded[:, :h, :w]), np.ascontiguousarray(padded[:, 2:h + 2, 2:w + 2])]
+    return 0.5 * mirrored(x) + 0.25 * sum(mirrored(v) for v in shifted)
+
+
 def confusion_text(ev: Evaluation) -> str:
     return "true \\ predicted\n" + ev.analysis.confusion_text() + "\n"
 
@@ -164,6 +179,7 @@ def report_text(ev: Evaluation) -> str:
     lines = [f"{ev.model} on {ev.dataset} ({ev.split}, {int(ev.confusion.sum())} images)",
              f"accuracy {ev.accuracy:.4f}",
              f"latency per image: mean {ev.latency_ms['mean']:.3f} ms, p95 {ev.latency_ms['p95']:.3f} ms",
+             *([f"with test-time augmentation (6 views, --tta): accuracy {ev.tta_accuracy:.4f}"] if ev.tta_accuracy is not None else []),
              "", f"{'class':>12} {'precision':>9} {'recall':>7} {'support':>7}"]
     for i, c in enumerate(ev.classes):
         lines.append(f"{c:>12} {ev.precision[i]:9.4f} {ev.recall[i]:7.4f} {int(ev.confusion[i].sum()):7d}")
@@ -188,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for evaluation.json, confusion.txt and confusion.png")
     p.add_argument("--json", action="store_true", help="print JSON instead of the text report")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tta", action="store_true",
+                   help="also report accuracy with airbench's test-time augmentation (mirror and 1 px shifts: 6 runs an image); "
+                   "the device always runs one pass")
     add_common_flags(p)
     return p
 
@@ -209,6 +228,8 @@ def _main(args: argparse.Namespace) -> int:
     if args.limit and args.limit < len(data):
         data = data.subset(stratified_sample(data.y, max(1, args.limit // len(data.classes)), args.seed))
     ev = evaluate(runner, data, args.split)
+    if args.tta:
+        ev.tta_accuracy = float(np.mean(np.argmax(tta_scores(runner, data.x), 1) == data.y))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=1) + "\n")
