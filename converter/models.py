@@ -107,10 +107,12 @@ def edge_cnn(
     whiten_width = 2 * spec.whiten_size * spec.whiten_size * c
 
     inputs = keras.Input(input_shape)
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
-    whiten = layers.Conv2D(whiten_width, spec.whiten_size, padding="valid", name="whiten")
+    # pixels, rescaling and whitening stay float32 under a mixed bfloat16 policy (its 8-bit mantissa
+    # would round the whitened directions of the faint eigenvalues away); the conv groups run in bf16
+    x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
+    whiten = layers.Conv2D(whiten_width, spec.whiten_size, padding="valid", name="whiten", dtype="float32")
     x = whiten(x)
-    x = layers.ReLU(name="whiten_relu")(x)
+    x = layers.ReLU(name="whiten_relu", dtype="float32")(x)
     for i, width in enumerate(widths[:n_blocks]):
         for j in range(2):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"b{i}_conv{j}")(x)

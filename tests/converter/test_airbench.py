@@ -153,3 +153,14 @@ def test_a_resumed_run_reads_back_the_lookahead_average(tmp_path: Path) -> None:
     fresh.set_model(model)
     fresh.on_train_begin()  # no saved state: starts from the weights
     assert fresh.average is not None and not np.array_equal(fresh.average[0], look.average[0])
+
+
+def test_under_mixed_bfloat16_pixels_and_whitening_stay_float32() -> None:
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = edge_cnn((16, 16, 3), 4, AIRBENCH_SPEC)
+        policies = {layer.name: layer.dtype_policy.name for layer in model.layers}
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert policies["rescale"] == policies["whiten"] == policies["whiten_relu"] == "float32"
+    assert policies["b0_conv0"] == "mixed_bfloat16" and policies["probs"] == "float32"
