@@ -4,7 +4,9 @@ With ``spec.reduce_to`` (the model input, when nothing shows the frames), an MJP
 as compressed packets (``CAP_PROP_FORMAT = -1``) and decoded with ``cv2.imdecode(IMREAD_REDUCED_COLOR_N)``
 at the smallest scale that still covers the model input (``preprocess.reduction_for``): JPEG's DCT
 scaling skips most of the decoding work (640x480 for a 32x32 model: 0.35 instead of 1.04 ms of CPU a frame in
-`edge-app bench --decode reduced` on a 2-core AMD EPYC).
+`edge-app bench --decode reduced` on a 2-core AMD EPYC). A USB camera is asked for MJPEG and for its
+undecoded buffers (``CAP_PROP_CONVERT_RGB`` off) and decoded the same way, if one probe frame proves
+that it really hands over JPEG data.
 """
 
 from __future__ import annotations
@@ -88,12 +90,43 @@ class OpenCVSource:
     def _reduce(self, cap: cv2.VideoCapture) -> int:
         """Switch an MJPEG file or stream to compressed packets when a reduced decode covers ``spec.reduce_to``; the factor."""
         need = self.spec.reduce_to
-        if need is None or self.mode == "camera":
+        if need is None:
             return 1
+        if self.mode == "camera":
+            return self._reduce_camera(cap, need)
         fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
         size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
         factor = reduction_for(size, need)
         if fourcc not in MJPEG_FOURCCS or factor == 1 or not cap.set(cv2.CAP_PROP_FORMAT, -1):
+            return 1
+        h, w = size
+        log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])
+        return factor
+
+    def _reduce_camera(self, cap: cv2.VideoCapture, need: tuple[int, int]) -> int:
+        """A USB camera: ask for MJPEG and for its undecoded buffers (``CAP_PROP_CONVERT_RGB`` off), then decode them reduced.
+
+        Kept only if the camera really hands over JPEG data: one probe frame must decode, else the
+        camera goes back to decoded frames (some drivers and backends ignore either setting).
+        """
+        size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        factor = reduction_for(size, need)
+        if factor == 1:
+            return 1
+        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
+        if fourcc not in MJPEG_FOURCCS:
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
+            if fourcc not in MJPEG_FOURCCS or (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))) != size:
+                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc.decode("latin-1")))  # back as it was
+                return 1
+        if not cap.set(cv2.CAP_PROP_CONVERT_RGB, 0):
+            return 1
+        ok, probe = cap.read()
+        decoded = cv2.imdecode(probe.reshape(-1), REDUCED_FLAGS[factor]) if ok and probe is not None and probe.size else None
+        if decoded is None or (probe.ndim == 3 and probe.shape[2] == 3):
+            cap.set(cv2.CAP_PROP_CONVERT_RGB, 1)
+            log.info("%s: its frames arrive decoded, so they are decoded at full size", self.name)
             return 1
         h, w = size
         log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])

@@ -61,3 +61,67 @@ def test_anything_that_shows_frames_keeps_full_decoding(tmp_path, cifar10_val, w
     shots = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"))
     assert shots.returncode == 0 and "at 1/" not in shots.stderr, shots.stderr
     assert "decode = reduced is ignored: --snapshots needs the full frames" in shots.stderr
+
+
+class FakeUSBCamera:
+    """``cv2.VideoCapture`` of a V4L2 camera (none can exist on this machine), serving real JPEG frames.
+
+    Like the V4L2 backend: MJPG on request; with ``CAP_PROP_CONVERT_RGB`` off, ``read()`` returns the
+    driver's buffer (the JPEG bytes as one row) instead of the decoded frame. ``honours_raw=False``
+    plays a driver that ignores the setting and keeps decoding.
+    """
+
+    def __init__(self, frames: list, honours_raw: bool = True) -> None:
+        import cv2
+
+        self.cv2, self.frames, self.honours_raw = cv2, frames, honours_raw
+        self.props = {cv2.CAP_PROP_FRAME_WIDTH: 640.0, cv2.CAP_PROP_FRAME_HEIGHT: 480.0, cv2.CAP_PROP_FPS: 30.0,
+                      cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter.fourcc(*"YUYV")), cv2.CAP_PROP_CONVERT_RGB: 1.0}
+        self.i = 0
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return self.props.get(prop, 0.0)
+
+    def set(self, prop: int, value: float) -> bool:
+        if prop == self.cv2.CAP_PROP_CONVERT_RGB and not self.honours_raw:
+            return True  # says yes, keeps decoding (some backends do)
+        self.props[prop] = float(value)
+        return True
+
+    def read(self, image=None):
+        jpeg = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        if self.props[self.cv2.CAP_PROP_CONVERT_RGB] == 0:
+            return True, jpeg.reshape(1, -1)
+        return True, self.cv2.imdecode(jpeg, self.cv2.IMREAD_COLOR)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("honours_raw", [True, False], ids=["raw-mjpeg", "driver-decodes"])
+def test_a_usb_camera_hands_over_mjpeg_decoded_at_reduced_scale(monkeypatch, cifar10_val, honours_raw) -> None:
+    import cv2
+    import numpy as np
+
+    from edge_app.sources import opencv
+    from edge_app.sources.base import SourceSpec
+
+    frames = [cv2.imencode(".jpg", cv2.resize(img[:, :, ::-1], (640, 480), interpolation=cv2.INTER_CUBIC))[1] for img in cifar10_val.x[:5]]
+    monkeypatch.setattr(opencv.cv2, "VideoCapture", lambda target: FakeUSBCamera(frames, honours_raw))
+    source = opencv.OpenCVSource(SourceSpec(target=0, reduce_to=(32, 32)))
+    source.open()
+    frame = source.read()
+    assert frame is not None
+    full = cv2.imdecode(frames[1], cv2.IMREAD_COLOR)  # the probe took frame 0
+    if honours_raw:
+        assert source.reduction == 8 and frame.shape == (60, 80, 3)
+        small = cv2.resize(full, (80, 60), interpolation=cv2.INTER_AREA)
+        assert float(np.mean(np.abs(frame.astype(int) - small.astype(int)))) < 6  # the same picture, DCT-scaled
+    else:
+        assert source.reduction == 1 and frame.shape == (480, 640, 3)  # fell back to the decoded frames
+        np.testing.assert_array_equal(frame, full)
+    source.close()
