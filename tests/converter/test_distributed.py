@@ -60,16 +60,31 @@ def test_two_workers_on_loopback_train_to_the_quality_of_one(tmp_path: Path) -> 
     assert len(history["val_accuracy"]) == 4 and history["loss"][-1] < history["loss"][0]
 
 
-@pytest.mark.parametrize(("tf_config", "flag", "message"), [
-    ("", "multi-worker", "--distribute multi-worker needs TF_CONFIG: set it on every worker"),
-    ("{not json", "auto", "TF_CONFIG is not valid: expected"),
-    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "auto", "index 3 is not one of its 1 workers"),
-], ids=["missing", "malformed", "bad-index"])
-def test_a_bad_cluster_setting_is_one_line(tmp_path: Path, tf_config: str, flag: str, message: str) -> None:
+def test_multi_worker_without_tf_config_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    if tf_config:
-        env["TF_CONFIG"] = tf_config
-    proc = subprocess.run([sys.executable, "-m", "converter.train", *BASE, "--distribute", flag, "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "converter.train", *BASE, "--distribute", "multi-worker", "--out", str(tmp_path / "o")],
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert message in proc.stderr.strip().splitlines()[-1]
+    assert "--distribute multi-worker needs TF_CONFIG: set it on every worker" in proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(("tf_config", "message"), [
+    ("{not json", "TF_CONFIG is not valid: expected"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "index 3 is not one of its 1 workers"),
+    ('{"cluster": {"worker": ["localhost:1"]}}', "TF_CONFIG is not valid: expected"),
+], ids=["malformed", "bad-index", "no-task"])
+def test_a_bad_tf_config_is_rejected_before_any_training(monkeypatch: pytest.MonkeyPatch, tf_config: str, message: str) -> None:
+    from converter.distributed import make_strategy
+    from converter.errors import DataError
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(DataError, match=message):
+        make_strategy("auto")
+
+
+def test_one_machine_without_tf_config_trains_without_a_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
+    from converter.distributed import cluster_workers, make_strategy, worker_count, worker_index
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert cluster_workers() == 0 and make_strategy("auto") is None and make_strategy("none") is None
+    assert worker_index(None) == 0 and worker_count(None) == 1
