@@ -46,6 +46,15 @@ def as_bgr(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _fourcc(cap: cv2.VideoCapture) -> bytes:
+    return int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
+
+
+def _frame_size(cap: cv2.VideoCapture) -> tuple[int, int]:
+    """(height, width) of the capture's frames."""
+    return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+
+
 class OpenCVSource:
     """A camera (``target`` an int or ``/dev/videoN``), a video file, or an RTSP/HTTP stream URL."""
 
@@ -88,49 +97,46 @@ class OpenCVSource:
         self._cap = cap
 
     def _reduce(self, cap: cv2.VideoCapture) -> int:
-        """Switch an MJPEG file or stream to compressed packets when a reduced decode covers ``spec.reduce_to``; the factor."""
+        """Switch to compressed MJPEG frames when a reduced decode covers ``spec.reduce_to``; the factor (1: decoded frames)."""
         need = self.spec.reduce_to
         if need is None:
             return 1
-        if self.mode == "camera":
-            return self._reduce_camera(cap, need)
-        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
-        size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
+        size = _frame_size(cap)
         factor = reduction_for(size, need)
-        if fourcc not in MJPEG_FOURCCS or factor == 1 or not cap.set(cv2.CAP_PROP_FORMAT, -1):
+        if factor == 1:
+            return 1
+        if not (self._camera_packets(cap, factor, size) if self.mode == "camera" else self._file_packets(cap)):
             return 1
         h, w = size
         log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])
         return factor
 
-    def _reduce_camera(self, cap: cv2.VideoCapture, need: tuple[int, int]) -> int:
-        """A USB camera: ask for MJPEG and for its undecoded buffers (``CAP_PROP_CONVERT_RGB`` off), then decode them reduced.
+    @staticmethod
+    def _file_packets(cap: cv2.VideoCapture) -> bool:
+        """An MJPEG file or stream: read its packets undecoded (``CAP_PROP_FORMAT = -1``)."""
+        return _fourcc(cap) in MJPEG_FOURCCS and bool(cap.set(cv2.CAP_PROP_FORMAT, -1))
+
+    def _camera_packets(self, cap: cv2.VideoCapture, factor: int, size: tuple[int, int]) -> bool:
+        """A USB camera: ask for MJPEG and for its undecoded buffers (``CAP_PROP_CONVERT_RGB`` off).
 
         Kept only if the camera really hands over JPEG data: one probe frame must decode, else the
         camera goes back to decoded frames (some drivers and backends ignore either setting).
         """
-        size = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)))
-        factor = reduction_for(size, need)
-        if factor == 1:
-            return 1
-        fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
-        if fourcc not in MJPEG_FOURCCS:
+        if _fourcc(cap) not in MJPEG_FOURCCS:
+            original = cap.get(cv2.CAP_PROP_FOURCC)
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
-            fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").upper()
-            if fourcc not in MJPEG_FOURCCS or (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))) != size:
-                cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*fourcc.decode("latin-1")))  # back as it was
-                return 1
+            if _fourcc(cap) not in MJPEG_FOURCCS or _frame_size(cap) != size:
+                cap.set(cv2.CAP_PROP_FOURCC, original)  # back as it was
+                return False
         if not cap.set(cv2.CAP_PROP_CONVERT_RGB, 0):
-            return 1
+            return False
         ok, probe = cap.read()
         decoded = cv2.imdecode(probe.reshape(-1), REDUCED_FLAGS[factor]) if ok and probe is not None and probe.size else None
         if decoded is None or (probe.ndim == 3 and probe.shape[2] == 3):
             cap.set(cv2.CAP_PROP_CONVERT_RGB, 1)
             log.info("%s: its frames arrive decoded, so they are decoded at full size", self.name)
-            return 1
-        h, w = size
-        log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])
-        return factor
+            return False
+        return True
 
     def _next(self, cap: cv2.VideoCapture, recycled: np.ndarray | None = None) -> np.ndarray | None:
         """The next decoded frame, or None when a read or a decode fails."""

@@ -68,13 +68,14 @@ class FakeUSBCamera:
 
     Like the V4L2 backend: MJPG on request; with ``CAP_PROP_CONVERT_RGB`` off, ``read()`` returns the
     driver's buffer (the JPEG bytes as one row) instead of the decoded frame. ``honours_raw=False``
-    plays a driver that ignores the setting and keeps decoding.
+    plays a driver that ignores the setting and keeps decoding; ``mjpeg_size`` a camera whose MJPEG mode
+    has another frame size.
     """
 
-    def __init__(self, frames: list, honours_raw: bool = True) -> None:
+    def __init__(self, frames: list, honours_raw: bool = True, mjpeg_size: tuple[float, float] | None = None) -> None:
         import cv2
 
-        self.cv2, self.frames, self.honours_raw = cv2, frames, honours_raw
+        self.cv2, self.frames, self.honours_raw, self.mjpeg_size = cv2, frames, honours_raw, mjpeg_size
         self.props = {cv2.CAP_PROP_FRAME_WIDTH: 640.0, cv2.CAP_PROP_FRAME_HEIGHT: 480.0, cv2.CAP_PROP_FPS: 30.0,
                       cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter.fourcc(*"YUYV")), cv2.CAP_PROP_CONVERT_RGB: 1.0}
         self.i = 0
@@ -89,6 +90,10 @@ class FakeUSBCamera:
         if prop == self.cv2.CAP_PROP_CONVERT_RGB and not self.honours_raw:
             return True  # says yes, keeps decoding (some backends do)
         self.props[prop] = float(value)
+        if prop == self.cv2.CAP_PROP_FOURCC:
+            mjpeg = int(value) == self.cv2.VideoWriter.fourcc(*"MJPG")
+            w, h = self.mjpeg_size if mjpeg and self.mjpeg_size else (640.0, 480.0)
+            self.props[self.cv2.CAP_PROP_FRAME_WIDTH], self.props[self.cv2.CAP_PROP_FRAME_HEIGHT] = w, h
         return True
 
     def read(self, image=None):
@@ -102,8 +107,9 @@ class FakeUSBCamera:
         pass
 
 
-@pytest.mark.parametrize("honours_raw", [True, False], ids=["raw-mjpeg", "driver-decodes"])
-def test_a_usb_camera_hands_over_mjpeg_decoded_at_reduced_scale(monkeypatch, cifar10_val, honours_raw) -> None:
+@pytest.mark.parametrize(("honours_raw", "mjpeg_size"), [(True, None), (False, None), (True, (1280.0, 720.0))],
+                         ids=["raw-mjpeg", "driver-decodes", "mjpeg-mode-resizes"])
+def test_a_usb_camera_hands_over_mjpeg_decoded_at_reduced_scale(monkeypatch, cifar10_val, honours_raw, mjpeg_size) -> None:
     import cv2
     import numpy as np
 
@@ -111,11 +117,18 @@ def test_a_usb_camera_hands_over_mjpeg_decoded_at_reduced_scale(monkeypatch, cif
     from edge_app.sources.base import SourceSpec
 
     frames = [cv2.imencode(".jpg", cv2.resize(img[:, :, ::-1], (640, 480), interpolation=cv2.INTER_CUBIC))[1] for img in cifar10_val.x[:5]]
-    monkeypatch.setattr(opencv.cv2, "VideoCapture", lambda target: FakeUSBCamera(frames, honours_raw))
+    camera = FakeUSBCamera(frames, honours_raw, mjpeg_size)
+    monkeypatch.setattr(opencv.cv2, "VideoCapture", lambda target: camera)
     source = opencv.OpenCVSource(SourceSpec(target=0, reduce_to=(32, 32)))
     source.open()
     frame = source.read()
     assert frame is not None
+    if mjpeg_size:  # MJPEG would change the picture size: the camera is put back to its own format, decoded frames
+        assert source.reduction == 1 and camera.get(cv2.CAP_PROP_FOURCC) == cv2.VideoWriter.fourcc(*"YUYV")
+        assert frame.shape == (480, 640, 3)
+        np.testing.assert_array_equal(frame, cv2.imdecode(frames[0], cv2.IMREAD_COLOR))  # no probe frame taken
+        source.close()
+        return
     full = cv2.imdecode(frames[1], cv2.IMREAD_COLOR)  # the probe took frame 0
     if honours_raw:
         assert source.reduction == 8 and frame.shape == (60, 80, 3)
