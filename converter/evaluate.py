@@ -158,17 +158,19 @@ def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "va
                       precision, recall, latency, pred, scores)
 
 
-def tta_scores(runner: TFLiteRunner | KerasRunner, x: np.ndarray) -> np.ndarray:
+def tta_scores(runner: TFLiteRunner | KerasRunner, x: np.ndarray, plain: np.ndarray | None = None) -> np.ndarray:
     """airbench's test-time augmentation: the image and its mirror, and both again shifted one pixel up-left and
-    down-right (reflect padding); the unshifted pair weighs half, the shifted pairs a quarter each."""
+    down-right (reflect padding); the unshifted pair weighs half, the shifted pairs a quarter each.
+    ``plain``: the scores of ``x`` itself when already computed (the single-pass evaluation's)."""
 
-    def mirrored(v: np.ndarray) -> np.ndarray:
-        return 0.5 * runner.predict(v) + 0.5 * runner.predict(np.ascontiguousarray(v[:, :, ::-1]))
+    def mirrored(v: np.ndarray, scores: np.ndarray | None = None) -> np.ndarray:
+        scores = runner.predict(v) if scores is None else scores
+        return 0.5 * scores + 0.5 * runner.predict(np.ascontiguousarray(v[:, :, ::-1]))
 
     h, w = x.shape[1:3]
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
     shifted = [np.ascontiguousarray(padded[:, :h, :w]), np.ascontiguousarray(padded[:, 2:h + 2, 2:w + 2])]
-    return 0.5 * mirrored(x) + 0.25 * sum(mirrored(v) for v in shifted)
+    return 0.5 * mirrored(x, plain) + 0.25 * sum(mirrored(v) for v in shifted)
 
 
 def confusion_text(ev: Evaluation) -> str:
@@ -229,7 +231,7 @@ def _main(args: argparse.Namespace) -> int:
         data = data.subset(stratified_sample(data.y, max(1, args.limit // len(data.classes)), args.seed))
     ev = evaluate(runner, data, args.split)
     if args.tta:
-        ev.tta_accuracy = float(np.mean(np.argmax(tta_scores(runner, data.x), 1) == data.y))
+        ev.tta_accuracy = float(np.mean(np.argmax(tta_scores(runner, data.x, plain=ev.scores), 1) == data.y))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "evaluation.json").write_text(json.dumps(ev.to_json(), indent=1) + "\n")

@@ -345,14 +345,15 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         def __init__(self) -> None:
             super().__init__()
             self.rng = np.random.default_rng(cfg.seed)
+            self.epoch = -1  # on_epoch_end prepares epoch self.epoch + 1
             for _ in range(initial_epoch + 1):  # a resumed run sees the same data as an uninterrupted one
                 self.on_epoch_end()
 
         def __len__(self) -> int:
             return math.ceil(len(train) / batch)
 
-        def on_epoch_end(self) -> None:  # prepares the next epoch (self.epoch)
-            self.epoch = getattr(self, "epoch", -1) + 1
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
             order = self.rng.permutation(len(train))
             x = train.x[order]
             flip = alternating_flips(len(train), self.epoch, cfg.seed)[order] if "alt-flip" in features else None
