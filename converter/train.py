@@ -32,7 +32,7 @@ import numpy as np
 from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, alternating_flips, dirac_init, resolve_features
 from converter.backbones import BACKBONES, default_size
 from converter.cli_common import add_common_flags, run_cli
-from converter.data import Dataset, parse_size, peek_image_size, train_val
+from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
 from converter.distributed import DISTRIBUTE, make_strategy, worker_count, worker_index
 from converter.errors import DataError
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
@@ -397,7 +397,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
              f", {strategy.num_replicas_in_sync} replicas" if strategy is not None else "")
     hist = model.fit(
         Augmented(),
-        validation_data=(val.x, targets(val.y)),
+        validation_data=(val.x, targets(val.y)) if len(val) else None,
         epochs=cfg.epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
@@ -411,15 +411,14 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         return {"worker": worker, "train_seconds": round(train_seconds, 1)}
 
     final = _float32_copy(model if keep_final else keras.models.load_model(best_path, compile=False), cfg, train)
-    probs = final.predict(val.x, batch_size=256, verbose=0)
-    val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
+    val_acc = float(np.mean(np.argmax(final.predict(val.x, batch_size=256, verbose=0), 1) == val.y)) if len(val) else None
     best_path.unlink(missing_ok=True)
     history = {k: past.get(k, []) + [float(v) for v in vs] for k, vs in hist.history.items() if k != "learning_rate"}
     report = {
         **_save_run(out, final, train, val, history, title=f"{cfg.arch} on {train.name}"),
         "arch": cfg.arch,
         "val_accuracy": val_acc,
-        "best_epoch": int(np.argmax(history["val_accuracy"])) + 1,
+        "best_epoch": int(np.argmax(history["val_accuracy"])) + 1 if "val_accuracy" in history else None,
         "kept": "final" if keep_final else "best",
         "recipe": cfg.recipe if cfg.arch == "edge" else "paper",
         "features": sorted(features),
@@ -436,7 +435,10 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     }
     report["macs"] = count_macs(final)
     (out / "train_report.json").write_text(json.dumps(report, indent=1))
-    log.info("validation accuracy %.4f (best epoch %d), %.0f s; wrote %s", val_acc, report["best_epoch"], train_seconds, out)
+    if val_acc is None:
+        log.info("trained on all %d images (no validation), %.0f s; wrote %s", len(train), train_seconds, out)
+    else:
+        log.info("validation accuracy %.4f (best epoch %d), %.0f s; wrote %s", val_acc, report["best_epoch"], train_seconds, out)
     return report
 
 
@@ -490,7 +492,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "examples (1.5 at batch 1024, edge airbench)")
     p.add_argument("--image-size", help="resize images to N or HxW (default: 224 for pretrained backbones, 160/128/96 trade accuracy for speed; "
                    "needed for the CNNs when sizes differ)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held out per class when the data has no val split; 0: train on every image, no validation "
+                   "(--recipe airbench only, for the final model once the epochs are chosen on the carve)")
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flip and translate training images (default: on for edge, off for paper, as in the paper)")
@@ -575,7 +578,15 @@ def _main(args: argparse.Namespace) -> int:
     resolve_features(without)  # an unknown name fails before any data is read
     # before anything else touches TensorFlow (MultiWorkerMirroredStrategy's rule)
     strategy = None if pretrained else make_strategy(args.distribute)
-    train, val = train_val(args.data, size, args.val_fraction, args.seed)
+    if args.val_fraction == 0:
+        # the shipped model's last step: every image trained on, the final weights kept (nothing to pick a best epoch by)
+        if pretrained or arch != "edge" or args.recipe != "airbench":
+            raise DataError("--val-fraction 0 (train on every image, no validation) needs --arch edge --recipe airbench, "
+                            "which keeps the final weights; the other recipes pick the best validation epoch")
+        train = load_dataset(args.data, "train", size)
+        val = train.subset(np.arange(0))
+    else:
+        train, val = train_val(args.data, size, args.val_fraction, args.seed)
     if args.limit_per_class:
         train = train.subset(stratified_sample(train.y, args.limit_per_class, args.seed))
     if pretrained:

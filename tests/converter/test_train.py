@@ -16,6 +16,7 @@ import pytest
 
 from converter.data import Dataset
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
+from converter.train import main
 
 
 def test_tiny_edge_run_learns_and_writes_its_artefacts(tiny_edge_run: tuple[Path, dict[str, object]], fmnist_small: tuple[Dataset, Dataset]) -> None:
@@ -132,3 +133,23 @@ def test_training_runs_on_keras_jax_backend_and_the_model_converts_with_tensorfl
     assert conv.returncode == 0, conv.stderr
     result = json.loads(conv.stdout.strip().splitlines()[-1])
     assert result["int8"] > 0.4 and abs(result["int8"] - result["float"]) <= 0.01  # the int8 model keeps what JAX trained
+
+
+def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_images_were_seen(tmp_path: Path) -> None:
+    """The shipped model's last step: epochs chosen on the carve, then every image trained on (airbench keeps the final weights)."""
+    out = tmp_path / "all"
+    base = ["--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge", "--widths", "8,16,16", "--epochs", "2",
+            "--batch-size", "64", "--precision", "float32", "--val-fraction", "0", "--out", str(out)]
+    assert main([*base, "--recipe", "classic"]) == 3  # classic picks its best validation epoch: refused
+    train = subprocess.run([sys.executable, "-m", "converter.train", *base, "--recipe", "airbench"],
+                           check=False, capture_output=True, text=True, timeout=300)
+    assert train.returncode == 0, train.stderr
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["train_images"] == 600 and report["val_images"] == 0 and report["val_accuracy"] is None
+    assert "val_accuracy" not in json.loads((out / "history.json").read_text()) and (out / "model.keras").is_file()
+    conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
+                           "--out", str(tmp_path / "bundle"), "--eval-limit", "200", "--calib-images", "50", "--allow-drop"],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert conv.returncode == 0, conv.stderr
+    accuracy = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["accuracy"]
+    assert accuracy["split"] == "training (seen in training)" and accuracy["images"] == 200
