@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The Performance table of the README: both shipped models, headless, default threads, full and reduced decode,
 # the naive loop, the decode-only ceiling, 30 fps paced, and two paced cameras in one process.
-# Usage: bash benchmarks/performance.sh   (writes reports/performance/<model>-<decode>.{json,txt})
+# Usage: bash benchmarks/performance.sh [OUT]   (writes OUT/<model>-<decode>.json, default reports/performance/<machine>:
+# one folder per machine kind, e.g. reports/performance/xeon-avx512, so each machine keeps its rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 edge_app="${EDGE_APP:-.venv/bin/edge-app}"
-out=reports/performance
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then isa=avx512; elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then isa=avx2; else isa="$(uname -m)"; fi
+vendor="$(grep -m1 -oE 'Intel|AMD|ARM' /proc/cpuinfo 2>/dev/null | tr '[:upper:]' '[:lower:]' || true)"
+out="${1:-reports/performance/${vendor:-cpu}-$isa}"
 mkdir -p "$out"
 for model in cifar10 cats-vs-dogs; do
   frames=1500; [ "$model" = cats-vs-dogs ] && frames=600
