@@ -53,6 +53,7 @@ def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, share
     a, b = labels(full), labels(reduced)
     assert len(a) == len(b) == 200
     agree = sum(x == y for x, y in zip(a, b, strict=True)) / len(a)
+    print(f"{model}: same top-1 on {agree:.1%} of {len(a)} frames at 1/{factor}")  # the README's figure (pytest -rP)
     assert agree >= least, agree
 
 
