@@ -37,6 +37,30 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
         logging.getLogger("absl").setLevel(logging.ERROR)
 
 
+def import_tensorflow_quietly() -> None:
+    """Import Keras (and TensorFlow) with stderr closed: for ``-q``.
+
+    TensorFlow's C++ start-up notices (on AVX-512 CPUs: "oneDNN custom operations are on", printed by a static
+    initialiser before absl's logging starts) ignore TF_CPP_MIN_LOG_LEVEL, so only the file descriptor keeps them
+    out. Import errors still surface: as Python exceptions, after stderr is back.
+    """
+    if "keras" in sys.modules:
+        return
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (a test's capture, an embedded interpreter)
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            import keras  # noqa: F401, PLC0415
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def run_cli(prog: str, body: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     """Run ``body``; domain errors become one line on stderr and a named exit code."""
     setup_logging(args.debug, getattr(args, "quiet", False))

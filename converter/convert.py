@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.cli_common import add_common_flags, run_cli
+from converter.cli_common import add_common_flags, import_tensorflow_quietly, run_cli
 from converter.data import Dataset, parse_size, stratified_sample, train_val
 from converter.errors import DataError, ModelError, QuantizationError
 from converter.evaluate import keras_predict, tflite_predict
@@ -281,6 +281,8 @@ def trained_size(model_path: Path) -> tuple[int, int] | None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    if args.quiet and not args.debug:
+        import_tensorflow_quietly()
     if not 10 <= args.calib_images <= 5000:
         raise DataError(f"--calib-images {args.calib_images} is out of range: use 200-500 (10-5000 accepted)")
     size = parse_size(args.image_size) or trained_size(args.model)
