@@ -41,7 +41,7 @@ def cifar10(shared_datasets: Path) -> Dataset:
 
 @pytest.fixture(scope="session")
 def cifar10_val(cifar10: Dataset) -> Dataset:
-    """The held-out validation split the shipped model never trained on (same carve as train-model)."""
+    """train-model's seed-0 validation carve: held out from every carve run; the shipped CIFAR-10 model trained on all 50,000 images, these too."""
     _, val = stratified_split(cifar10.y, 0.1, seed=0)
     return cifar10.subset(val)
 
