@@ -2,7 +2,7 @@
 # The Performance table of the README: both shipped models, headless, default threads, full and reduced decode,
 # the naive loop, the decode-only ceiling, 30 fps paced, and two paced cameras in one process.
 # Usage: bash benchmarks/performance.sh [OUT]   (writes OUT/<model>-<decode>.json, default reports/performance/<machine>:
-# one folder per machine kind, e.g. reports/performance/xeon-avx512, so each machine keeps its rows)
+# one folder per machine kind, e.g. reports/performance/intel-avx512, so each machine keeps its rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 edge_app="${EDGE_APP:-.venv/bin/edge-app}"

@@ -580,7 +580,7 @@ def _main(args: argparse.Namespace) -> int:
     strategy = None if pretrained else make_strategy(args.distribute)
     if args.val_fraction == 0:
         # the shipped model's last step: every image trained on, the final weights kept (nothing to pick a best epoch by)
-        if pretrained or arch != "edge" or args.recipe != "airbench":
+        if arch != "edge" or args.recipe != "airbench":
             raise DataError("--val-fraction 0 (train on every image, no validation) needs --arch edge --recipe airbench, "
                             "which keeps the final weights; the other recipes pick the best validation epoch")
         train = load_dataset(args.data, "train", size)

@@ -15,7 +15,9 @@ from converter.failures import CONFIDENT, FailureAnalysis, analyse, plot_confusi
 
 @pytest.fixture(scope="module")
 def shipped_model_analysis(default_model: Path, cifar10_val: Dataset) -> tuple[FailureAnalysis, Dataset, np.ndarray]:
-    held = cifar10_val.subset(stratified_sample(cifar10_val.y, 30))
+    # 60 a class: the shipped model trained on these images too (all 50,000), so it errs on few of them (8 here),
+    # enough for two rows of the mistakes grid
+    held = cifar10_val.subset(stratified_sample(cifar10_val.y, 60))
     probs = tflite_predict(default_model / "model.tflite", held.x)
     fa = analyse(held.y, probs, held.classes, image_shape=held.image_shape, method_key="shipped/int8", method_name="the shipped model")
     return fa, held, probs
@@ -57,11 +59,9 @@ def test_summaries_name_the_worst_classes_and_pairs(shipped_model_analysis: tupl
 
 def test_images_are_written(shipped_model_analysis: tuple[FailureAnalysis, Dataset, np.ndarray], tmp_path: Path) -> None:
     fa, held, _ = shipped_model_analysis
-    assert fa.mistakes  # the shipped model trained on these images too (all 50,000), yet still gets a few wrong
-    confusion = cv2.imread(str(plot_confusion(fa, tmp_path / "confusion.png")))
-    assert confusion is not None and min(confusion.shape[:2]) > 300 and confusion.std() > 10
-    grid = cv2.imread(str(plot_mistakes(fa, held.x, tmp_path / "mistakes.png")))  # a row of six tiles per six mistakes
-    assert grid is not None and grid.shape[1] > 300 and grid.shape[0] > 100 and grid.std() > 10
+    for path in (plot_confusion(fa, tmp_path / "confusion.png"), plot_mistakes(fa, held.x, tmp_path / "mistakes.png")):
+        img = cv2.imread(str(path))
+        assert img is not None and min(img.shape[:2]) > 300 and img.std() > 10
 
 
 def test_grey_images_and_a_perfect_model(fashion_mnist_test: Dataset, tmp_path: Path) -> None:
