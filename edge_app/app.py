@@ -313,7 +313,7 @@ class App:
         assert self.classifier is not None and self.files is not None and self.acceleration is not None
         h, w = self.classifier.size
         log.info(
-            "%s %s (%s): %dx%dx%d input, %d classes, %s on %s",
+            "%s %s (%s): %dx%dx%d input, %d classes, %s on %s, %s interpreter thread(s)",
             what,
             self.files.model,
             self.model_id,
@@ -323,6 +323,7 @@ class App:
             len(self.classifier.labels),
             _runtime_name(),
             self.acceleration.name,
+            self.classifier.threads or "default",
         )
 
     def _reload_model(self) -> bool:
@@ -565,7 +566,7 @@ class App:
         grabber = ch.grabber
         assert classifier is not None and grabber is not None
         t1 = time.perf_counter()
-        reconnects = grabber.stats.reconnects
+        reconnects = grabber.reconnects
         if reconnects != ch.reconnects_seen:  # a new capture: old scores say nothing about it
             ch.reconnects_seen = reconnects
             for smoother in ch.smoothers:

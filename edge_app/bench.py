@@ -50,7 +50,7 @@ import numpy as np
 
 from edge_app.app import App
 from edge_app.config import AppConfig
-from edge_app.delegates import DELEGATES, default_threads, load_classifier
+from edge_app.delegates import DELEGATES, load_classifier
 from edge_app.errors import ConfigError, OutputError, SourceError
 from edge_app.model import resolve_model, top_k
 from edge_app.notify import Notifier
@@ -125,7 +125,8 @@ class BenchReport:
     input_size: tuple[int, int, int]
     runtime: str
     delegate: str
-    threads: int | None
+    threads: int | None  # the pipeline interpreter's CPU threads
+    threads_auto: bool  # chosen by --threads' default (edge_app.delegates.auto_threads), not asked for
     pipeline: LoopResult
     naive: LoopResult
     speedup: float  # pipeline FPS / naive FPS
@@ -595,7 +596,8 @@ def benchmark(
         input_size=(*classifier.size, classifier.channels),
         runtime=f"{rt.name} {rt.version}",
         delegate=app.acceleration.name,
-        threads=threads,
+        threads=classifier.threads,
+        threads_auto=threads is None,
         pipeline=pipeline,
         naive=naive,
         speedup=round(pipeline.fps / naive.fps, 3) if naive.fps > 0 else math.nan,
@@ -619,7 +621,7 @@ def format_table(r: BenchReport) -> str:
     h, w, c = r.input_size
     lines = [
         f"edge-app bench: {r.source} ({r.frame_size[0]}x{r.frame_size[1]}), {'drawing the overlay on every frame' if r.drawn else 'headless'}",
-        f"model {r.model} ({h}x{w}x{c}) on {r.delegate}, {r.runtime}, threads {r.threads or f'{default_threads()} (default)'}",
+        f"model {r.model} ({h}x{w}x{c}) on {r.delegate}, {r.runtime}, threads {r.threads or 'default'}{' (auto)' if r.threads_auto else ''}",
         "",
         f"{'stage (ms)':<12}{'pipeline mean':>15}{'p50':>9}{'p95':>9}{'naive mean':>14}{'p50':>9}{'p95':>9}",
     ]
@@ -701,7 +703,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=SYNTHETIC, metavar="FILE|synthetic", help="video file to run on (default: a synthetic 640x480 video)")
     parser.add_argument("--frames", type=int, default=300, metavar="N", help="frames to process (default: 300)")
     parser.add_argument("--model", type=Path, metavar="PATH", help="model folder or .tflite file (default: the shipped model)")
-    parser.add_argument("--threads", type=int, metavar="N", help="interpreter CPU threads (default: edge-app's, the usable cores, at most 4)")
+    parser.add_argument("--threads", type=int, metavar="N", help="interpreter CPU threads (default: edge-app's: one for a model "
+                        "faster than 1 ms a frame on one thread, else the usable cores, at most 4)")
     parser.add_argument("--delegate", choices=DELEGATES, default="cpu", help="cpu, edgetpu or auto (default: cpu)")
     parser.add_argument("--device", metavar="usb[:N]|pci[:N]", help="Edge TPU device")
     parser.add_argument("--invoke-runs", type=int, default=1000, metavar="N", help="bare invoke() repetitions (default: 1000)")

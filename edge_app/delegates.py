@@ -137,20 +137,43 @@ def choose(delegate: str, files: ModelFiles, device: str | None = None, loader: 
 
 
 MAX_DEFAULT_THREADS = 4
+ONE_THREAD_BELOW_MS = 1.0  # a model whose one-thread invoke() is faster than this keeps one thread
+PROBE_RUNS = 3  # timed invokes (after a warm-up) that decide it
 
 
 def default_threads() -> int:
-    """``--threads``' default: the cores this process may use, at most 4.
+    """The most threads ``--threads``' default uses: the cores this process may use, at most 4.
 
-    Measured with ``bash benchmarks/threads.sh`` (README, Performance): on 2 cores, 2 threads halve
-    ``invoke()`` and make the 224 px model's pipeline 1.7x faster than LiteRT's own default of one
-    thread, while 4 threads (the TF-Lite Raspberry Pi example's default) are slower than 2 there.
+    Measured with ``bash benchmarks/threads.sh`` (README, Performance): on 2 cores, 2 threads make
+    the 224 px model's pipeline 1.4-1.7x faster than one, while 4 threads (the TF-Lite Raspberry Pi
+    example's default) are slower than 2 there.
     """
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cores = os.cpu_count() or 1
     return max(1, min(MAX_DEFAULT_THREADS, cores))
+
+
+def auto_threads(files: ModelFiles) -> Classifier:
+    """``--threads``' default, chosen for this model on this machine: one thread if one ``invoke()`` takes under
+    ``ONE_THREAD_BELOW_MS`` on one thread, else ``default_threads()``.
+
+    Below a millisecond a second thread saves at most half of it, invisible at camera rates, yet it
+    takes the core that capture and decoding need and costs CPU to synchronise: the 32x32 CIFAR-10
+    model (0.2 ms on one Xeon core) runs its pipeline faster and with less CPU per frame on one
+    thread than on two (``benchmarks/threads.sh``). Deciding costs a warm-up and ``PROBE_RUNS`` invokes.
+    """
+    one = Classifier(files, 1)
+    most = default_threads()
+    if most == 1:
+        return one
+    ms = 1e3 * min(one.time_invoke(PROBE_RUNS))
+    if ms < ONE_THREAD_BELOW_MS:
+        log.debug("invoke() takes %.2f ms on one thread (< %g ms): one interpreter thread", ms, ONE_THREAD_BELOW_MS)
+        return one
+    log.debug("invoke() takes %.2f ms on one thread: %d interpreter threads", ms, most)
+    return Classifier(files, most)
 
 
 def load_classifier(
@@ -162,16 +185,16 @@ def load_classifier(
 ) -> tuple[Classifier, Acceleration]:
     """A ready ``Classifier`` on the chosen accelerator; ``auto`` falls back to the CPU if the Edge TPU model fails to load."""
     acceleration = choose(delegate, files, device, loader)
-    threads = threads or default_threads()
     if acceleration.name == "cpu":
-        return Classifier(files, threads), acceleration
+        return (Classifier(files, threads) if threads else auto_threads(files)), acceleration
+    threads = threads or default_threads()  # the Edge TPU runs the model; these threads only run what it cannot
     try:
         return Classifier(files, threads, acceleration.delegates, model_path=acceleration.model_path), acceleration
     except ModelError as exc:
         if delegate == "auto":
             log.warning("the Edge TPU model could not be loaded (%s); running on the CPU", exc)
             cpu = Acceleration("cpu", files.model)
-            return Classifier(files, threads), cpu
+            return (Classifier(files, threads) if threads else auto_threads(files)), cpu
         raise DelegateError(
             f"the Edge TPU could not run {acceleration.model_path.name}: {exc}; recompile it with edgetpu_compiler or run with --delegate cpu"
         ) from exc

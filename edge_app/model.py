@@ -203,20 +203,27 @@ def output_scores(interp: Any, details: dict[str, Any] | None = None) -> np.ndar
     d = details if details is not None else interp.get_output_details()[0]
     raw = interp.get_tensor(d["index"])[0]
     scale, zero = d.get("quantization", (0.0, 0))
-    if np.issubdtype(raw.dtype, np.integer) and scale:
+    if raw.dtype.kind in "iu" and scale:  # (np.issubdtype costs more than the rest of this, on every frame)
         return (raw.astype(np.float32) - zero) * np.float32(scale)
     return raw.astype(np.float32)
 
 
+SORT_ALL_BELOW = 256  # classes
+
+
 def top_k(scores: np.ndarray, labels: Sequence[str], k: int = 3, threshold: float = 0.0) -> list[Classification]:
     """The ``k`` best classes with score >= ``threshold``, best first."""
-    k = max(1, min(k, len(scores)))
-    idx = np.argpartition(-scores, k - 1)[:k]
-    idx = idx[np.argsort(-scores[idx], kind="stable")]
+    n = len(scores)
+    k = max(1, min(k, n))
+    if n <= SORT_ALL_BELOW:  # a full sort of a short vector beats argpartition's overhead
+        idx = np.argsort(-scores, kind="stable")[:k]
+    else:
+        idx = np.argpartition(-scores, k - 1)[:k]
+        idx = idx[np.argsort(-scores[idx], kind="stable")]
     return [
-        Classification(int(i), labels[i] if i < len(labels) else str(i), float(scores[i]))
-        for i in idx
-        if scores[i] >= threshold
+        Classification(i, labels[i] if i < len(labels) else str(i), score)
+        for i, score in zip(idx.tolist(), scores[idx].tolist(), strict=True)
+        if score >= threshold
     ]
 
 
@@ -239,6 +246,7 @@ class Classifier:
         self.files = files
         self.manifest = Manifest.read(files.manifest) if files.manifest else None
         self.model_path = model_path or files.model
+        self.threads = num_threads  # interpreter CPU threads (None: the runtime's default)
         data = read_model(self.model_path)
         self.sha256 = hashlib.sha256(data).hexdigest()  # of the bytes the interpreter runs (a file replaced later does not change it)
         self.interpreter = make_interpreter(self.model_path, num_threads, delegates, data)

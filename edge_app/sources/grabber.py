@@ -241,6 +241,11 @@ class FrameGrabber:
         return self._buffer.drained
 
     @property
+    def reconnects(self) -> int:
+        """How many times a live source was reopened (the frame loop reads it on every frame: no snapshot)."""
+        return self._stats.reconnects
+
+    @property
     def stats(self) -> CaptureStats:
         """A snapshot of the counters."""
         with self._lock:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edge_app.delegates
 from edge_app.delegates import (
     NO_EDGETPU,
     Acceleration,
@@ -131,3 +132,22 @@ def test_default_threads_are_the_usable_cores_at_most_four() -> None:
     one_core = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert one_core.stdout.strip() == "1"  # a service pinned to one core gets one interpreter thread
+
+
+def test_default_threads_follow_the_models_measured_invoke_time(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """--threads' default times the real model on one thread: under the bar it keeps one, above it takes the usable cores."""
+    files = resolve_model(None)
+    caplog.set_level(logging.DEBUG, logger="edge_app.delegates")
+    monkeypatch.setattr(edge_app.delegates, "ONE_THREAD_BELOW_MS", 1e6)  # every model is "fast"
+    fast, _ = load_classifier(files)
+    assert fast.threads == 1
+    monkeypatch.setattr(edge_app.delegates, "ONE_THREAD_BELOW_MS", 0.0)  # every model is "slow"
+    slow, _ = load_classifier(files)
+    assert slow.threads == default_threads()
+    timed = [r.getMessage() for r in caplog.records if "invoke() takes" in r.getMessage()]
+    if default_threads() > 1:  # decided from two real measurements
+        assert len(timed) == 2 and "one interpreter thread" in timed[0] and f"{default_threads()} interpreter threads" in timed[1]
+    explicit, _ = load_classifier(files, threads=3)  # asked for: no measurement, no override
+    assert explicit.threads == 3
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert fast.classify(frame)[0].id == slow.classify(frame)[0].id == explicit.classify(frame)[0].id
