@@ -6,9 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 edge_app="${EDGE_APP:-.venv/bin/edge-app}"
-if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then isa=avx512; elif grep -qw avx2 /proc/cpuinfo 2>/dev/null; then isa=avx2; else isa="$(uname -m)"; fi
-vendor="$(grep -m1 -oE 'Intel|AMD|ARM' /proc/cpuinfo 2>/dev/null | tr '[:upper:]' '[:lower:]' || true)"
-out="${1:-reports/performance/${vendor:-cpu}-$isa}"
+source benchmarks/machine.sh
+out="${1:-reports/performance/$(machine_kind)}"
 mkdir -p "$out"
 for model in cifar10 cats-vs-dogs; do
   frames=1500; [ "$model" = cats-vs-dogs ] && frames=600
