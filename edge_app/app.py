@@ -184,6 +184,7 @@ class App:
         self.mqtt: MqttSink | None = None
         self.poller: BundlePoller | None = None  # --model-url
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
+        self.web: WebServer | None = None  # --http: one server, a feed per source among each source's views; closed last
         self.views: list[_Output] = []  # shared by every source (MQTT, extra sinks; the web view and its status), drawn before the result is final
         self._ready = threading.Event()  # several sources: any of them has a frame
         self._turn = 0  # several sources: the channel the next round starts with (round-robin)
@@ -418,7 +419,7 @@ class App:
             self.views.append(_Output(f"{type(extra).__name__} {i}", extra))
 
     def _open_channel_outputs(self, ch: _Channel, first: bool) -> None:
-        """A source's own outputs: its window, snapshots, collect sink and log (per-source names when several run); the web view streams the first source."""
+        """A source's own outputs: its window, snapshots, collect sink and log (per-source names when several run) and its web view feed."""
         config = self.config
 
         def own(path: Path) -> Path:
@@ -441,11 +442,14 @@ class App:
                                     max_files=config.collect_max_files, max_bytes=int(config.collect_max_mb * 1e6),
                                     tag=ch.name if self.several else None)
             ch.views.append(_Output(f"collect {config.collect}", collector))
-        if first and config.http is not None:
-            host, port = parse_hostport(config.http)
-            server = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait)
-            server.start()
-            ch.views.append(_Output(f"web {config.http}", server))
+        if config.http is not None:
+            if first:  # one server for every source: each has its own stream (/stream.mjpg?source=NAME), the page shows them all
+                host, port = parse_hostport(config.http)
+                self.web = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait,
+                                     sources=[c.name for c in self.channels])
+                self.web.start()
+            if self.web is not None:
+                ch.views.append(_Output(f"web {config.http} {ch.name}" if self.several else f"web {config.http}", self.web.feed(ch.name)))
         if config.log is not None:
             path = own(config.log)
             logsink = make_log_sink(path, config.log_format, max_bytes=config.log_max_bytes, changes_only=config.log_changes_only)
@@ -681,6 +685,11 @@ class App:
                 out.sink.close()
             except Exception as exc:
                 log.warning("closing %s failed: %s", out.name, exc)
+        if self.web is not None:  # its feeds (closed above) close nothing: the server sends the newest frames and ends the streams
+            try:
+                self.web.close()
+            except Exception as exc:
+                log.warning("closing the web view failed: %s", exc)
         self.notifier.close()
         if self.state_reached_running:
             elapsed = time.monotonic() - self.created

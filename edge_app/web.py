@@ -32,7 +32,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -104,6 +104,43 @@ refresh(); setInterval(refresh, 1000);
 """
 
 
+OVERVIEW = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>
+body {{ margin: 0; font-family: system-ui, sans-serif; background: #111; color: #eee; }}
+h1 {{ font-size: 1.1rem; margin: 16px 16px 0; }} #err {{ color: #f88; margin: 0 16px; }}
+main {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 16px; padding: 16px; }}
+figure {{ margin: 0; }} figure img {{ width: 100%; background: #000; display: block; border-radius: 4px; }}
+figcaption {{ font-size: .9rem; color: #bbb; margin-top: 4px; }} a {{ color: inherit; }}
+</style></head>
+<body><h1>{title}</h1><div id="err"></div><main>{figures}</main>
+<script>
+const token = new URLSearchParams(location.search).get("token");
+const query = extra => {{ const p = new URLSearchParams(extra); if (token) p.set("token", token); return "?" + p; }};
+document.querySelectorAll("figure[data-source]").forEach(f => {{
+  const q = query({{source: f.dataset.source}});
+  f.querySelector("a").href = q;
+  f.querySelector("img").src = "stream.mjpg" + q;
+}});
+async function refresh() {{
+  try {{
+    const r = await fetch("api/status" + query({{}}), {{cache: "no-store"}});
+    if (!r.ok) throw new Error(r.status + " " + r.statusText);
+    const s = await r.json();
+    (s.sources || []).forEach(e => {{
+      const f = [...document.querySelectorAll("figure[data-source]")].find(f => f.dataset.source === e.name);
+      if (f) f.querySelector("figcaption").textContent = `${{e.name}}: ${{e.label === null ? "no confident class" : e.label + " " +
+        (e.score * 100).toFixed(0) + "%"}} \u00b7 ${{e.fps}} fps${{e.connected ? "" : " \u00b7 away"}}`;
+    }});
+    document.getElementById("err").textContent = "";
+  }} catch (e) {{ document.getElementById("err").textContent = "status: " + e.message; }}
+}}
+refresh(); setInterval(refresh, 1000);
+</script></body></html>
+"""
+
+
 class _Metrics:
     """Prometheus metrics in a private registry (several servers in one process never clash)."""
 
@@ -156,6 +193,135 @@ class _StatusCollector:
             yield GaugeMetricFamily("edge_app_uptime_seconds", "Seconds since the app started", value=float(s["uptime_s"]))
 
 
+class _Feed:
+    """One source's view: the newest frame (a reference), one JPEG of it shared by every viewer, encoded by its own
+    thread at most ``max_fps`` times a second and only while someone watches. A sink of the frame loop."""
+
+    def __init__(self, web: WebServer, name: str) -> None:
+        self.web = web
+        self.name = name
+        self.encoded = 0  # JPEGs made (shared by all viewers)
+        self.writes = 0
+        self._frame_cond = threading.Condition(threading.Lock())  # a new frame or a new viewer arrived
+        self._jpeg_cond = threading.Condition(threading.Lock())  # a new JPEG is ready
+        self._frame: np.ndarray | None = None
+        self._result: FrameResult | None = None
+        self._frame_seq = 0
+        self._last_write: float | None = None
+        self._jpeg: bytes | None = None
+        self._jpeg_seq = 0
+        self._jpeg_frame_seq = 0  # which frame the current JPEG shows
+        self.viewers = 0
+
+    def write(self, frame: np.ndarray, result: FrameResult) -> None:
+        """Keep a reference to the newest frame (do not modify it afterwards) and count it. Never blocks on clients."""
+        with self._frame_cond:
+            self._frame = frame
+            self._result = result
+            self._frame_seq += 1
+            self._last_write = time.monotonic()
+            self.writes += 1
+            if self.viewers:
+                self._frame_cond.notify_all()
+        if self.web.metrics is not None:
+            self.web.metrics.observe(result)
+
+    def close(self) -> None:
+        """Nothing: the ``WebServer`` ends every feed when it closes."""
+
+    def newest(self) -> tuple[FrameResult | None, float | None]:
+        """The newest result and its ``time.monotonic()``."""
+        with self._frame_cond:
+            return self._result, self._last_write
+
+    def wake(self) -> None:
+        with self._frame_cond:
+            self._frame_cond.notify_all()
+
+    def wake_viewers(self) -> None:
+        with self._jpeg_cond:
+            self._jpeg_cond.notify_all()
+
+    def encode_loop(self) -> None:
+        """Encode the newest frame while someone watches, at most ``max_fps`` times a second; on close, once more without waiting."""
+        closing_event = self.web._closing
+        interval = 1.0 / self.web.max_fps
+        done_seq = 0
+        last = 0.0
+        while True:
+            with self._frame_cond:
+                while not closing_event.is_set() and (self.viewers == 0 or self._frame_seq == done_seq):
+                    self._frame_cond.wait(0.5)
+                if self.viewers == 0 or self._frame_seq == done_seq:
+                    return  # closing, with no viewer or no frame left to encode
+            closing = closing_event.is_set()
+            wait = last + interval - time.monotonic()
+            if wait > 0 and not closing:
+                closing = closing_event.wait(wait)  # close() cuts the wait short: the newest frame goes out now
+            with self._frame_cond:
+                if self.viewers == 0:
+                    continue  # the viewers left while we waited
+                frame, result, done_seq = self._frame, self._result, self._frame_seq
+            if frame is None or result is None:
+                continue
+            last = time.monotonic()
+            jpeg = self._encode(frame, result)
+            if jpeg is not None:
+                with self._jpeg_cond:
+                    self._jpeg = jpeg
+                    self._jpeg_seq += 1
+                    self._jpeg_frame_seq = done_seq
+                    self._jpeg_cond.notify_all()
+            if closing:
+                return
+
+    def _encode(self, frame: np.ndarray, result: FrameResult) -> bytes | None:
+        try:
+            image = draw_overlay(frame, result) if self.web.annotate else frame
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.web.jpeg_quality])
+        except (cv2.error, ValueError) as exc:
+            log.error("cannot encode frame %d for the web view: %s", result.index, exc)
+            return None
+        if not ok:
+            return None
+        self.encoded += 1
+        return data.tobytes()
+
+    def first_seq(self) -> int:
+        """Where a new viewer starts: just before the current JPEG if it shows the newest frame, else after it."""
+        with self._frame_cond:
+            newest = self._frame_seq
+        with self._jpeg_cond:
+            return self._jpeg_seq - 1 if self._jpeg is not None and self._jpeg_frame_seq == newest else self._jpeg_seq
+
+    def current_jpeg(self, timeout: float = 2.0) -> bytes | None:
+        """The annotated JPEG of the newest frame, waiting up to ``timeout`` for it (else the last one made)."""
+        self.add_viewer(1)
+        try:
+            jpeg, _ = self.next_jpeg(self.first_seq(), timeout)
+            return jpeg if jpeg is not None else self._jpeg
+        finally:
+            self.add_viewer(-1)
+
+    def next_jpeg(self, after_seq: int, timeout: float) -> tuple[bytes | None, int]:
+        """The first JPEG newer than ``after_seq`` (or ``None`` on timeout or shutdown) and its number."""
+        deadline = time.monotonic() + timeout
+        with self._jpeg_cond:
+            while self._jpeg_seq <= after_seq and not self.web.stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None, after_seq
+                self._jpeg_cond.wait(min(remaining, 0.5))
+            if self._jpeg_seq <= after_seq:
+                return None, after_seq
+            return self._jpeg, self._jpeg_seq
+
+    def add_viewer(self, delta: int) -> None:
+        with self._frame_cond:
+            self.viewers += delta
+            self._frame_cond.notify_all()
+
+
 class WebServer:
     """Serves the live view (see the module doc). ``start()`` binds; ``port`` is the real port."""
 
@@ -175,6 +341,7 @@ class WebServer:
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
         max_active: int = DEFAULT_MAX_ACTIVE,
         title: str = "edge-app",
+        sources: Sequence[str] = (),
     ) -> None:
         if not max_fps > 0:
             raise ConfigError(f"web max_fps must be above 0, got {max_fps}; e.g. 10")
@@ -182,6 +349,8 @@ class WebServer:
             raise ConfigError(f"web JPEG quality must be 1..100, got {jpeg_quality}")
         if token is not None and not token.strip():
             raise ConfigError("the web token is empty; set a non-empty token or none at all")
+        if len(set(sources)) != len(sources):
+            raise ConfigError(f"web view sources must have distinct names, got {', '.join(sources)}")
         self.host = host
         self.port = port
         self.token = token
@@ -195,25 +364,15 @@ class WebServer:
         self.header_timeout_s = header_timeout_s
         self.max_active = max_active
         self.title = title
-        self.encoded = 0  # JPEGs made (shared by all viewers)
-        self.writes = 0
-        self._lock = threading.Lock()
-        self._frame_cond = threading.Condition(self._lock)  # a new frame or a new viewer arrived
-        self._jpeg_cond = threading.Condition(threading.Lock())  # a new JPEG is ready
-        self._frame: np.ndarray | None = None
-        self._result: FrameResult | None = None
-        self._frame_seq = 0
-        self._last_write: float | None = None
-        self._jpeg: bytes | None = None
-        self._jpeg_seq = 0
-        self._jpeg_frame_seq = 0  # which frame the current JPEG shows
-        self._viewers = 0
+        # one feed per source (the newest frame, its shared JPEG, its viewers); write() feeds the first
+        self.feeds: dict[str, _Feed] = {name: _Feed(self, name) for name in (sources or ("",))}
+        self._first = next(iter(self.feeds.values()))
         self._closing = threading.Event()  # close() began: the encoder does its last frame and ends
         self._stopping = threading.Event()  # the encoder is done: viewers send what they have not sent yet and end
         self._server: GatedHTTPServer | None = None
-        self._encoder: threading.Thread | None = None
+        self._encoders: list[threading.Thread] = []
         self._threads: list[threading.Thread] = []
-        self.metrics = _Metrics(self._safe_status, lambda: self._viewers) if HAVE_PROMETHEUS else None
+        self.metrics = _Metrics(self._safe_status, lambda: self.viewers) if HAVE_PROMETHEUS else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,24 +398,24 @@ class WebServer:
         self.port = int(server.server_address[1])
         if self.metrics is None:
             log.warning("prometheus-client is not installed: /metrics answers 501 (pip install prometheus-client)")
-        for target, name in ((server.serve_forever, "web-server"), (self._encode_loop, "web-encoder")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+        self._encoders = [threading.Thread(target=feed.encode_loop, name=f"web-encoder {feed.name}".rstrip(), daemon=True)
+                          for feed in self.feeds.values()]
+        for t in [threading.Thread(target=server.serve_forever, name="web-server", daemon=True), *self._encoders]:
             t.start()
             self._threads.append(t)
-        self._encoder = self._threads[-1]
         log.info("web view on %s%s", self.url, " (token required)" if self.token else "")
         return self
 
     def close(self) -> None:
         """Stop: the newest frame is encoded and sent to the viewers still watching, then their streams end."""
         self._closing.set()
-        with self._frame_cond:
-            self._frame_cond.notify_all()
-        if self._encoder is not None:
-            self._encoder.join(timeout=5)
+        for feed in self.feeds.values():
+            feed.wake()
+        for t in self._encoders:
+            t.join(timeout=5)
         self._stopping.set()
-        with self._jpeg_cond:
-            self._jpeg_cond.notify_all()
+        for feed in self.feeds.values():
+            feed.wake_viewers()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -273,101 +432,37 @@ class WebServer:
     # ------------------------------------------------------------------ Sink
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        """Keep a reference to the newest frame (do not modify it afterwards) and count it. Never blocks on clients."""
-        with self._frame_cond:
-            self._frame = frame
-            self._result = result
-            self._frame_seq += 1
-            self._last_write = time.monotonic()
-            self.writes += 1
-            if self._viewers:
-                self._frame_cond.notify_all()
-        if self.metrics is not None:
-            self.metrics.observe(result)
+        """The first source's frame (the only one, unless several run: ``feed(name)`` is each one's sink). Never blocks on clients."""
+        self._first.write(frame, result)
 
-    # ------------------------------------------------------------------ encoding
+    def feed(self, name: str) -> _Feed:
+        """The sink of source ``name`` (one of ``sources``)."""
+        return self.feeds[name]
 
-    def _encode_loop(self) -> None:
-        """Encode the newest frame while someone watches, at most ``max_fps`` times a second; on close, once more without waiting."""
-        interval = 1.0 / self.max_fps
-        done_seq = 0
-        last = 0.0
-        while True:
-            with self._frame_cond:
-                while not self._closing.is_set() and (self._viewers == 0 or self._frame_seq == done_seq):
-                    self._frame_cond.wait(0.5)
-                if self._viewers == 0 or self._frame_seq == done_seq:
-                    return  # closing, with no viewer or no frame left to encode
-            closing = self._closing.is_set()
-            wait = last + interval - time.monotonic()
-            if wait > 0 and not closing:
-                closing = self._closing.wait(wait)  # close() cuts the wait short: the newest frame goes out now
-            with self._frame_cond:
-                if self._viewers == 0:
-                    continue  # the viewers left while we waited
-                frame, result, done_seq = self._frame, self._result, self._frame_seq
-            if frame is None or result is None:
-                continue
-            last = time.monotonic()
-            jpeg = self._encode(frame, result)
-            if jpeg is not None:
-                with self._jpeg_cond:
-                    self._jpeg = jpeg
-                    self._jpeg_seq += 1
-                    self._jpeg_frame_seq = done_seq
-                    self._jpeg_cond.notify_all()
-            if closing:
-                return
+    def feed_for(self, query: dict[str, list[str]]) -> _Feed | None:
+        """The feed a request's ``?source=NAME`` names (the first without one); None if there is no such source."""
+        names = query.get("source")
+        return self._first if not names else self.feeds.get(names[0])
 
-    def _encode(self, frame: np.ndarray, result: FrameResult) -> bytes | None:
-        try:
-            image = draw_overlay(frame, result) if self.annotate else frame
-            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-        except (cv2.error, ValueError) as exc:
-            log.error("cannot encode frame %d for the web view: %s", result.index, exc)
-            return None
-        if not ok:
-            return None
-        self.encoded += 1
-        return data.tobytes()
+    @property
+    def several(self) -> bool:
+        return len(self.feeds) > 1
 
-    def first_seq(self) -> int:
-        """Where a new viewer starts: just before the current JPEG if it shows the newest frame, else after it."""
-        with self._frame_cond:
-            newest = self._frame_seq
-        with self._jpeg_cond:
-            return self._jpeg_seq - 1 if self._jpeg is not None and self._jpeg_frame_seq == newest else self._jpeg_seq
+    @property
+    def encoded(self) -> int:
+        """JPEGs made, every source (each shared by all of its viewers)."""
+        return sum(f.encoded for f in self.feeds.values())
 
-    def current_jpeg(self, timeout: float = 2.0) -> bytes | None:
-        """The annotated JPEG of the newest frame, waiting up to ``timeout`` for it (else the last one made)."""
-        self._add_viewer(1)
-        try:
-            jpeg, _ = self.next_jpeg(self.first_seq(), timeout)
-            return jpeg if jpeg is not None else self._jpeg
-        finally:
-            self._add_viewer(-1)
-
-    def next_jpeg(self, after_seq: int, timeout: float) -> tuple[bytes | None, int]:
-        """The first JPEG newer than ``after_seq`` (or ``None`` on timeout or shutdown) and its number."""
-        deadline = time.monotonic() + timeout
-        with self._jpeg_cond:
-            while self._jpeg_seq <= after_seq and not self._stopping.is_set():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None, after_seq
-                self._jpeg_cond.wait(min(remaining, 0.5))
-            if self._jpeg_seq <= after_seq:
-                return None, after_seq
-            return self._jpeg, self._jpeg_seq
-
-    def _add_viewer(self, delta: int) -> None:
-        with self._frame_cond:
-            self._viewers += delta
-            self._frame_cond.notify_all()
+    @property
+    def writes(self) -> int:
+        return sum(f.writes for f in self.feeds.values())
 
     @property
     def viewers(self) -> int:
-        return self._viewers
+        return sum(f.viewers for f in self.feeds.values())
+
+    def current_jpeg(self, timeout: float = 2.0) -> bytes | None:
+        return self._first.current_jpeg(timeout)
 
     # ------------------------------------------------------------------ status
 
@@ -378,25 +473,35 @@ class WebServer:
             log.exception("status() failed")
             return {"status_error": f"{type(exc).__name__}: {exc}"}
 
-    def status_json(self) -> dict[str, Any]:
+    def status_json(self, feed: _Feed | None = None) -> dict[str, Any]:
+        """The app's status with the newest result of ``feed`` (default: the first source), its age and the viewers.
+
+        With several sources ``views`` names them; asked for one (``?source=NAME``), that source's own
+        counters (fps, frames, dropped, ...) replace the totals over all of them."""
         data = self._safe_status()
-        with self._frame_cond:
-            result, last_write = self._result, self._last_write
+        if self.several:
+            data["views"] = list(self.feeds)
+            if feed is not None:
+                data["view"] = feed.name
+                own = next((e for e in data.get("sources", []) if isinstance(e, dict) and e.get("name") == feed.name), {})
+                data.update({k: v for k, v in own.items() if k != "name"})
+        feed = feed or self._first
+        result, last_write = feed.newest()
         data["last"] = result.to_json_dict() if result is not None else None
         data["last_frame_age_s"] = round(time.monotonic() - last_write, 3) if last_write is not None else None
-        data["viewers"] = self._viewers
+        data["viewers"] = self.viewers
         return data
 
     def health(self) -> tuple[bool, str]:
-        """(healthy, reason): healthy while the newest frame is at most ``health_timeout_s`` old."""
-        with self._frame_cond:
-            last = self._last_write
-        if last is None:
-            return False, "no frames yet"
-        age = time.monotonic() - last
-        if age > self.health_timeout_s:
-            return False, f"no frame for {age:.1f} s"
-        return True, "ok"
+        """(healthy, reason): healthy while every source's newest frame is at most ``health_timeout_s`` old."""
+        now = time.monotonic()
+        stale = []
+        for feed in self.feeds.values():
+            _, last = feed.newest()
+            why = "no frames yet" if last is None else f"no frame for {now - last:.1f} s" if now - last > self.health_timeout_s else None
+            if why:
+                stale.append(f"{feed.name}: {why}" if self.several else why)
+        return (False, "; ".join(stale)) if stale else (True, "ok")
 
     def authorized(self, headers: Any, query: dict[str, list[str]]) -> bool:
         if self.token is None:
@@ -487,31 +592,54 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
                     hint = f"not found: {path}; try / /stream.mjpg /snapshot.jpg /api/status /healthz /metrics\n"
                     self._send(HTTPStatus.NOT_FOUND, hint.encode(), "text/plain; charset=utf-8")
                     return
-                route(self)
+                route(self, query)
             except (BrokenPipeError, ConnectionResetError, TimeoutError) as exc:
                 log.debug("web client %s went away: %s", self.address_string(), exc)
                 self.close_connection = True
 
-        def page(self) -> None:
-            body = PAGE.format(title=html.escape(web.title)).encode()
+        def page(self, query: dict[str, list[str]]) -> None:
+            if web.several and not query.get("source"):
+                figures = "".join(f'<figure data-source="{html.escape(n)}"><a><img alt="{html.escape(n)}"></a>'
+                                  f"<figcaption>{html.escape(n)}</figcaption></figure>" for n in web.feeds)
+                body = OVERVIEW.format(title=html.escape(web.title), figures=figures).encode()
+            else:
+                feed = self._feed(query)
+                if feed is None:
+                    return
+                title = f"{web.title} {feed.name}" if web.several else web.title
+                body = PAGE.format(title=html.escape(title)).encode()
             self._send(HTTPStatus.OK, body, "text/html; charset=utf-8")
 
-        def status(self) -> None:
-            body = json.dumps(web.status_json(), default=str).encode()
+        def status(self, query: dict[str, list[str]]) -> None:
+            feed = self._feed(query)
+            if feed is None:
+                return
+            body = json.dumps(web.status_json(feed if query.get("source") else None), default=str).encode()
             self._send(HTTPStatus.OK, body, "application/json")
 
-        def healthz(self) -> None:
+        def healthz(self, query: dict[str, list[str]]) -> None:
             ok, reason = web.health()
             self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, (reason + "\n").encode(), "text/plain; charset=utf-8")
 
-        def metrics(self) -> None:
+        def metrics(self, query: dict[str, list[str]]) -> None:
             if web.metrics is None:
                 self._send(HTTPStatus.NOT_IMPLEMENTED, b"metrics need prometheus-client: pip install prometheus-client\n", "text/plain; charset=utf-8")
                 return
             self._send(HTTPStatus.OK, web.metrics.render(), CONTENT_TYPE_LATEST)
 
-        def snapshot(self) -> None:
-            jpeg = web.current_jpeg()
+        def _feed(self, query: dict[str, list[str]]) -> _Feed | None:
+            """The feed ``?source=NAME`` asks for; None (and a 404 naming the sources) if there is none."""
+            feed = web.feed_for(query)
+            if feed is None:
+                names = ", ".join(web.feeds)
+                self._send(HTTPStatus.NOT_FOUND, f"no source {query['source'][0]!r}; sources: {names}\n".encode(), "text/plain; charset=utf-8")
+            return feed
+
+        def snapshot(self, query: dict[str, list[str]]) -> None:
+            feed = self._feed(query)
+            if feed is None:
+                return
+            jpeg = feed.current_jpeg()
             if jpeg is None:
                 self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no frame yet\n", "text/plain; charset=utf-8")
                 return
@@ -525,7 +653,10 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
             except (OSError, ValueError):
                 return True
 
-        def stream(self) -> None:
+        def stream(self, query: dict[str, list[str]]) -> None:
+            feed = self._feed(query)
+            if feed is None:
+                return
             self.send_response(HTTPStatus.OK)
             self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
             self.send_header("Cache-Control", "no-store")
@@ -534,11 +665,11 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
             if self.command == "HEAD":
                 return
-            web._add_viewer(1)
+            feed.add_viewer(1)
             try:
-                seq = web.first_seq()
+                seq = feed.first_seq()
                 while True:
-                    jpeg, seq = web.next_jpeg(seq, timeout=1.0)  # on close: the last JPEG if this viewer lacks it, else None
+                    jpeg, seq = feed.next_jpeg(seq, timeout=1.0)  # on close: the last JPEG if this viewer lacks it, else None
                     if jpeg is None:
                         if web.stopping or self._client_gone():
                             return
@@ -547,9 +678,9 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(head + jpeg + b"\r\n")
                     self.wfile.flush()
             finally:
-                web._add_viewer(-1)
+                feed.add_viewer(-1)
 
-    ROUTES: dict[str, Callable[[Handler], None]] = {
+    ROUTES: dict[str, Callable[[Handler, dict[str, list[str]]], None]] = {
         "/": Handler.page,
         "/index.html": Handler.page,
         "/stream.mjpg": Handler.stream,

@@ -336,8 +336,8 @@ def test_web_view_serves_the_app_status(clip) -> None:
     thread, box = run_in_thread(app)
     try:
         assert wait_until(lambda: app.frames > 5, 10.0)
-        server = next(o.sink for o in app.outputs() if o.name.startswith("web"))
-        assert isinstance(server, WebServer)
+        server = app.web
+        assert isinstance(server, WebServer) and any(o.name == "web 127.0.0.1:0" for o in app.outputs())
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         conn.request("GET", "/api/status")
         response = conn.getresponse()
@@ -404,6 +404,77 @@ def test_several_sources_share_one_interpreter_each_with_its_own_log_status_and_
     status = app.status()
     assert [(s["name"], s["frames"]) for s in status["sources"]] == [("front", N_IMAGES * REPEAT), ("back", 80)]
     assert status["frames"] == app.frames and status["captured"] == app.frames
+
+
+def _get(port: int, path: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def _first_stream_part(port: int, path: str) -> np.ndarray:
+    """The first JPEG of an MJPEG stream, decoded."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert response.status == 200 and "multipart/x-mixed-replace" in response.getheader("Content-Type", "")
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += response.read(1)
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        image = cv2.imdecode(np.frombuffer(response.read(length), np.uint8), cv2.IMREAD_COLOR)
+        assert image is not None
+        return image
+    finally:
+        conn.close()
+
+
+def test_one_web_view_streams_every_source(tmp_path, clip, fashion_mnist_test, write_video) -> None:
+    """Two sources, one server: each has its own stream, snapshot and status; the page shows both; health covers both."""
+    colour, _, _ = clip  # CIFAR-10 photos
+    grey = write_video(tmp_path / "grey.avi", fashion_mnist_test.x[:20], repeat=3)  # grey Fashion-MNIST images
+    app = App(config(source=[f"front={colour}", f"back={grey}"], loop=True, realtime=True, http="127.0.0.1:0"), handle_signals=False)
+    thread, box = run_in_thread(app)
+    try:
+        assert wait_until(lambda: all(ch.frames > 5 for ch in app.channels), 15.0)
+        assert app.web is not None and list(app.web.feeds) == ["front", "back"]
+        port = app.web.port
+        code, body = _get(port, "/api/status")
+        status = json.loads(body)
+        assert code == 200 and status["views"] == ["front", "back"] and "view" not in status
+        code, body = _get(port, "/api/status?source=back")
+        back = json.loads(body)
+        assert code == 200 and back["view"] == "back" and back["source"] == f"video file {grey}"
+        assert back["frames"] == next(s["frames"] for s in back["sources"] if s["name"] == "back") < back["frames"] + app.channels[0].frames
+        assert back["last"]["source"] == f"video file {grey}"
+        code, body = _get(port, "/api/status?source=side")
+        assert code == 404 and body.decode() == "no source 'side'; sources: front, back\n"
+        own = {"front": decoded_frames(colour), "back": decoded_frames(grey)}
+        for name, other in (("front", "back"), ("back", "front")):
+            part = _first_stream_part(port, f"/stream.mjpg?source={name}")
+            assert part.shape == (480, 640, 3)
+
+            def nearest(frames: list[np.ndarray], part: np.ndarray = part) -> float:  # under the overlay's text, inside the picture
+                return min(float(np.abs(part[200:440, 160:480].astype(int) - f[200:440, 160:480]).mean()) for f in frames)
+
+            assert nearest(own[name]) < 4.0 < nearest(own[other]), name  # one of its own source's frames, not the other's
+            code, jpeg = _get(port, f"/snapshot.jpg?source={name}")
+            assert code == 200 and jpeg[:2] == b"\xff\xd8"
+        code, page = _get(port, "/")
+        assert code == 200 and b'<figure data-source="front">' in page and b'<figure data-source="back">' in page  # the overview
+        code, page = _get(port, "/?source=back")
+        assert code == 200 and b"edge-app back" in page
+        assert _get(port, "/healthz") == (200, b"ok\n")
+        assert wait_until(lambda: app.web is not None and app.web.viewers == 0, 5.0)  # the streams above are closed: their viewers leave
+    finally:
+        app.request_stop("test over")
+        thread.join(5.0)
+    assert box == [0]
 
 
 def test_source_names_must_be_unique_and_default_to_the_target() -> None:

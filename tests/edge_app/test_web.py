@@ -368,3 +368,26 @@ def test_browser_shows_the_live_stream_and_top_k(tmp_path: Path, frames) -> None
     side = page[:, 512:]
     assert (np.abs(side.astype(int) - np.array([0x88, 0xCC, 0x33])).sum(axis=2) < 40).sum() > 30
     assert (side.min(axis=2) > 200).sum() > 50  # light text on the dark background
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_browser_overview_shows_every_source(tmp_path: Path, frames) -> None:
+    """Several sources: the page at / lays out each one's own stream, captioned from /api/status by its script."""
+    shot = tmp_path / "overview.png"
+    bright = [(np.full_like(f, 230), r) for f, r in frames]  # the right source: a near-white picture, the left real photos
+    status = {**STATUS, "sources": [{"name": "left", "label": "cat", "score": 0.9, "fps": 15.0, "connected": True},
+                                    {"name": "right", "label": None, "score": None, "fps": 0.0, "connected": False}]}
+    with WebServer(port=0, status=lambda: dict(status), sources=["left", "right"]) as web, \
+            feeding(web.feed("left"), frames, fps=15), feeding(web.feed("right"), bright, fps=15):  # type: ignore[arg-type]
+        assert CHROMIUM is not None
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={shot}",
+               "--window-size=800,600", "--timeout=6000", web.url]  # fmt: skip
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert shot.exists(), out.stderr[-2000:]
+    page = cv2.imread(str(shot))
+    assert page is not None and page.shape[:2] == (600, 800)
+    left, right = page[120:300, 40:360].astype(int), page[120:300, 440:760].astype(int)  # two columns of the grid
+    assert left.std() > 20 and np.abs(left - 0x11).mean() > 30  # a real picture, not the page background
+    assert right.mean() > 180 and right.std() < left.std()  # the other source's near-white frames
+    captions = page[300:420]
+    assert (captions.min(axis=2) > 150).sum() > 50  # caption text filled in by the script
