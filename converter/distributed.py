@@ -79,3 +79,13 @@ def worker_count(strategy: Any) -> int:
     """How many workers train together (1 without a strategy or on one machine's GPUs)."""
     multi = strategy is not None and getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)()
     return max(1, cluster_workers()) if multi else 1
+
+
+def same_on_every_worker(strategy: Any, value: int) -> bool:
+    """Whether every replica passed the same ``value``: one all-reduce of (value, value squared), equal only if they all agree."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    per_replica = strategy.run(lambda: tf.constant([float(value), float(value) ** 2], tf.float64))
+    total, squares = (float(v) for v in strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None).numpy())
+    n = strategy.num_replicas_in_sync
+    return abs(n * squares - total * total) < 0.5

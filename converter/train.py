@@ -33,7 +33,7 @@ from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, 
 from converter.backbones import BACKBONES, default_size
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
-from converter.distributed import DISTRIBUTE, make_strategy, worker_count, worker_index
+from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worker, worker_count, worker_index
 from converter.errors import DataError
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
 from converter.transfer import TransferConfig, train_transfer
@@ -333,6 +333,9 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             if cfg.init_from:
                 raise DataError("--resume and --init-from do not go together: --resume continues the run in --out as it was started")
             model, initial_epoch, past, seconds_before = _resume(cfg, train, out, steps_per_epoch)
+            if worker_count(strategy) > 1 and not same_on_every_worker(strategy, initial_epoch):
+                raise DataError(f"--resume: this worker's resume point is at epoch {initial_epoch + 1} but another worker's is not (the "
+                                "run was stopped while they saved theirs); start the run again without --resume on every worker")
         else:
             model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
     features = cfg.features()

@@ -88,3 +88,70 @@ def test_one_machine_without_tf_config_trains_without_a_strategy(monkeypatch: py
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cluster_workers() == 0 and make_strategy("auto") is None and make_strategy("none") is None
     assert worker_index(None) == 0 and worker_count(None) == 1
+
+
+def _resume_epoch(folder: Path) -> int | None:
+    try:
+        return int(json.loads((folder / "resume.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_two_workers_resume_a_run_killed_on_both(tmp_path: Path) -> None:
+    """Both workers killed mid-run, started again with --resume: the run finishes where it left off, with every epoch's history."""
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    out = tmp_path / "run"
+    ports = _free_ports(2)
+    workers = [_train(out, {**env, "TF_CONFIG": _tf_config(ports, i)}, "--epochs", "8") for i in range(2)]
+    deadline = time.monotonic() + 600
+    try:
+        while time.monotonic() < deadline:  # both saved the resume point of the same epoch, 3 or later
+            chief, other = _resume_epoch(out), _resume_epoch(out / "worker-1")
+            if chief is not None and chief >= 2 and chief == other:
+                break
+            assert all(w.poll() is None for w in workers), "a worker ended before it could be interrupted"
+            time.sleep(0.02)
+    finally:
+        for w in workers:
+            w.kill()
+            w.communicate()
+    stopped = (_resume_epoch(out), _resume_epoch(out / "worker-1"))  # as the kill left them
+    print(f"killed with resume points at epochs {stopped}")  # pytest -rP
+    assert stopped[0] is not None and stopped[0] >= 2 and not (out / "model.keras").exists()
+
+    ports = _free_ports(2)
+    again = [_train(out, {**env, "TF_CONFIG": _tf_config(ports, i)}, "--epochs", "8", "--resume") for i in range(2)]
+    results = [w.communicate(timeout=600) for w in again]
+    if stopped[0] != stopped[1]:  # killed between the two workers' saves: refused on one line, not a hang
+        assert any(w.returncode != 0 and "another worker's is not" in err.strip().splitlines()[-1] for w, (_, err) in zip(again, results, strict=True))
+        return
+    assert [w.returncode for w in again] == [0, 0], results[0][1][-2000:] + results[1][1][-2000:]
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["resumed_at_epoch"] == stopped[0] + 1 and report["workers"] == 2
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == 8 and history["loss"][-1] < history["loss"][0]
+    assert report["val_accuracy"] > 0.6, report["val_accuracy"]
+    assert not (out / "worker-1").exists() and not (out / "resume.keras").exists()
+
+
+AGREE = """
+import json, os, sys
+from converter.distributed import make_strategy, same_on_every_worker
+strategy = make_strategy("multi-worker")
+print(json.dumps([same_on_every_worker(strategy, int(v)) for v in sys.argv[1:]]))
+"""
+
+
+def test_workers_find_out_whether_they_agree_in_one_all_reduce(tmp_path: Path) -> None:
+    """What --resume checks before training: the same value on both workers agrees, different ones do not (either way round)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    ports = _free_ports(2)
+    values = [["3", "3", "5", "0"], ["3", "4", "2", "0"]]  # worker 0's and worker 1's, call by call
+    procs = [subprocess.Popen([sys.executable, "-c", AGREE, *values[i]], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "TF_CONFIG": _tf_config(ports, i)}) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:]
+    for out, _ in outs:
+        assert json.loads(out.strip().splitlines()[-1]) == [True, False, False, True]
