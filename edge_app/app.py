@@ -314,7 +314,7 @@ class App:
         assert self.classifier is not None and self.files is not None and self.acceleration is not None
         h, w = self.classifier.size
         log.info(
-            "%s %s (%s): %dx%dx%d input, %d classes, %s on %s, %s interpreter thread(s)",
+            "%s %s (%s): %dx%dx%d input, %d classes, %s on %s, %s",
             what,
             self.files.model,
             self.model_id,
@@ -324,7 +324,7 @@ class App:
             len(self.classifier.labels),
             _runtime_name(),
             self.acceleration.name,
-            self.classifier.threads or "default",
+            _threads_text(self.classifier.threads),
         )
 
     def _reload_model(self) -> bool:
@@ -712,6 +712,10 @@ class App:
 def bundle_name(files: ModelFiles) -> str:
     """``cifar10`` for ``models/cifar10/model.tflite``; the file name for any other model file."""
     return files.model.parent.name if files.model.name == "model.tflite" else files.model.name
+
+
+def _threads_text(threads: int | None) -> str:
+    return "the runtime's default threads" if threads is None else f"{threads} interpreter thread{'' if threads == 1 else 's'}"
 
 
 def _runtime_name() -> str:
