@@ -39,7 +39,7 @@ from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
 from edge_app.mqtt import MqttSink
 from edge_app.notify import Notifier
 from edge_app.ota import BundlePoller
-from edge_app.outputs import FrameResult, Sink
+from edge_app.outputs import CompressedSink, FrameResult, Sink
 from edge_app.outputs.display import DisplaySink
 from edge_app.outputs.logsink import make_log_sink
 from edge_app.outputs.snapshots import SnapshotSink
@@ -386,11 +386,13 @@ class App:
         return prepare
 
     def _decode_reduced(self) -> bool:
-        """Whether frames are decoded at reduced scale: ``decode = reduced`` and no configured output shows them (window, web view, snapshots)."""
+        """Whether frames are decoded at reduced scale: ``decode = reduced`` and no configured output needs every full frame (window,
+        snapshots, collect, zones); the web view is handed the compressed frames and decodes only the ones it streams."""
         c = self.config
         if c.decode != "reduced":
             return False
-        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--http", c.http), ("--snapshots", c.snapshots),
+        # the web view takes the compressed frames and decodes only those it streams (at most max_fps, only while watched)
+        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--snapshots", c.snapshots),
                                        ("--zone", bool(c.zone)), ("--collect", c.collect)) if on]
         if shown:
             log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
@@ -615,7 +617,7 @@ class App:
             frame.index, now, top, latency, fps, label != ch.last_label, smoothed, grabber.name, frame.file, self.model_id,
             states or None, bool(self.zones),
         )
-        self._write(ch.views + self.views, frame.image, result)
+        self._write(ch.views + self.views, frame.image, result, frame.packet)
         t5 = time.perf_counter()
         if drawn:
             ch.last_draw_ms = (t5 - t4) * 1e3
@@ -636,10 +638,14 @@ class App:
         if self.first_result_at is None:
             self.first_result_at = time.monotonic()
 
-    def _write(self, outputs: list[_Output], image: np.ndarray, result: FrameResult) -> None:
+    def _write(self, outputs: list[_Output], image: np.ndarray, result: FrameResult, packet: np.ndarray | None = None) -> None:
+        """Every output gets the frame; one that can take the compressed frame gets it instead of a reduced decode."""
         for out in outputs:
             try:
-                out.sink.write(image, result)
+                if packet is not None and isinstance(out.sink, CompressedSink):
+                    out.sink.write_compressed(packet, result)
+                else:
+                    out.sink.write(image, result)
             except OutputError as exc:
                 out.errors += 1
                 if out.errors == 1:

@@ -9,7 +9,8 @@ frames flow, else 503) and ``/metrics`` (Prometheus text). ``/status`` and ``/he
 in the ``Authorization`` header, never in the URL.
 
 ``write()`` only stores a reference to the newest frame and updates counters: it never encodes
-and never waits for a client. One encoder thread draws and JPEG-encodes the newest frame at most
+and never waits for a client (with ``--decode reduced`` it is handed the compressed frame instead,
+``write_compressed()``, and the encoder decodes at full size only the frames it streams). One encoder thread draws and JPEG-encodes the newest frame at most
 ``max_fps`` times a second, and only while someone watches; every viewer's thread sends that same
 shared JPEG, skipping frames it was too slow for. Client sockets have a timeout, so a viewer that
 stops reading is dropped without affecting anyone else. ``close()`` first encodes the newest frame
@@ -205,6 +206,7 @@ class _Feed:
         self._frame_cond = threading.Condition(threading.Lock())  # a new frame or a new viewer arrived
         self._jpeg_cond = threading.Condition(threading.Lock())  # a new JPEG is ready
         self._frame: np.ndarray | None = None
+        self._packet: np.ndarray | None = None  # or the compressed frame (--decode reduced): decoded only to be encoded
         self._result: FrameResult | None = None
         self._frame_seq = 0
         self._last_write: float | None = None
@@ -215,8 +217,15 @@ class _Feed:
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         """Keep a reference to the newest frame (do not modify it afterwards) and count it. Never blocks on clients."""
+        self._keep(frame, None, result)
+
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
+        """The newest frame as its compressed JPEG (``--decode reduced``): decoded at full size only if it gets streamed."""
+        self._keep(None, jpeg, result)
+
+    def _keep(self, frame: np.ndarray | None, packet: np.ndarray | None, result: FrameResult) -> None:
         with self._frame_cond:
-            self._frame = frame
+            self._frame, self._packet = frame, packet
             self._result = result
             self._frame_seq += 1
             self._last_write = time.monotonic()
@@ -261,7 +270,11 @@ class _Feed:
             with self._frame_cond:
                 if self.viewers == 0:
                     continue  # the viewers left while we waited
-                frame, result, done_seq = self._frame, self._result, self._frame_seq
+                frame, packet, result, done_seq = self._frame, self._packet, self._result, self._frame_seq
+            if frame is None and packet is not None:
+                frame = cv2.imdecode(packet, cv2.IMREAD_COLOR)  # full size, on this thread, for the frames that are streamed
+                if frame is None:
+                    log.error("cannot decode frame %d for the web view: not a JPEG", result.index if result else -1)
             if frame is None or result is None:
                 continue
             last = time.monotonic()
@@ -434,6 +447,9 @@ class WebServer:
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         """The first source's frame (the only one, unless several run: ``feed(name)`` is each one's sink). Never blocks on clients."""
         self._first.write(frame, result)
+
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
+        self._first.write_compressed(jpeg, result)
 
     def feed(self, name: str) -> _Feed:
         """The sink of source ``name`` (one of ``sources``)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -82,3 +82,10 @@ class Sink(Protocol):
     def write(self, frame: np.ndarray, result: FrameResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CompressedSink(Protocol):
+    """A sink that can take the compressed JPEG frame instead (``--decode reduced``) and decode it only when it shows it."""
+
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None: ...

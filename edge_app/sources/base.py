@@ -31,6 +31,7 @@ class Frame(NamedTuple):
     input: np.ndarray | None = None  # the model input, when the capture thread prepared it (``FrameGrabber(prepare=...)``)
     prepare_ms: float = 0.0  # how long preparing ``input`` took on the capture thread
     file: str | None = None  # the image file it came from (folder sources), relative to the folder
+    packet: np.ndarray | None = None  # the compressed JPEG frame, when ``image`` is a reduced decode of it (what a viewer decodes)
 
 
 class Source(Protocol):

@@ -78,6 +78,7 @@ class OpenCVSource:
         self._cap: cv2.VideoCapture | None = None
         self.pool = FramePool()  # decoded frames go into recycled buffers
         self.reduction = 1  # > 1: MJPEG packets decoded at 1/reduction scale
+        self.packet: np.ndarray | None = None  # reduced: the compressed frame that read() last decoded
 
     def open(self) -> None:
         self.close()
@@ -144,7 +145,8 @@ class OpenCVSource:
             ok, packet = cap.read()
             if not ok or packet is None or packet.size == 0:
                 return None
-            decoded: np.ndarray | None = cv2.imdecode(packet.reshape(-1), REDUCED_FLAGS[self.reduction])
+            self.packet = packet.reshape(-1)
+            decoded: np.ndarray | None = cv2.imdecode(self.packet, REDUCED_FLAGS[self.reduction])
             return decoded
         ok, frame = cap.read(recycled) if recycled is not None else cap.read()
         return frame if ok else None

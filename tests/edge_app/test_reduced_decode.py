@@ -64,6 +64,48 @@ def test_anything_that_shows_frames_keeps_full_decoding(tmp_path, cifar10_val, w
     assert "decode = reduced is ignored: --snapshots needs the full frames" in shots.stderr
 
 
+def test_the_web_view_decodes_only_the_frames_it_streams(tmp_path, cifar10_val, write_video, caplog) -> None:
+    """--decode reduced with --http: the model gets 1/8-scale frames, a viewer still gets full 640x480 frames, decoded from the
+    compressed ones on the web view's own thread, and nothing is decoded at full size while nobody watches."""
+    import http.client
+    import logging
+    import threading
+
+    import cv2
+    import numpy as np
+
+    from edge_app.app import App
+    from edge_app.config import load_config
+    from tests.edge_app.helpers import decoded_frames, wait_until
+
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:30], repeat=4)
+    caplog.set_level(logging.INFO)
+    app = App(load_config(None, {"source": [str(video)], "headless": True, "stats_interval": 0.0, "loop": True, "realtime": True,
+                                 "decode": "reduced", "http": "127.0.0.1:0"}), handle_signals=False)
+    box: list = []
+    thread = threading.Thread(target=lambda: box.append(app.run()), daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: app.frames > 20, 15.0)
+        assert any("at 1/8 scale" in r.getMessage() for r in caplog.records)
+        assert not any("decode = reduced is ignored" in r.getMessage() for r in caplog.records)
+        assert app.web is not None and app.web.encoded == 0  # no viewer yet: no full-size decode, no JPEG
+        assert app.last_result is not None and app._last_image is not None and app._last_image.shape == (60, 80, 3)
+        conn = http.client.HTTPConnection("127.0.0.1", app.web.port, timeout=10)
+        conn.request("GET", "/snapshot.jpg")
+        response = conn.getresponse()
+        shot = cv2.imdecode(np.frombuffer(response.read(), np.uint8), cv2.IMREAD_COLOR)
+        conn.close()
+        assert response.status == 200 and shot is not None and shot.shape == (480, 640, 3)
+        middle = shot[200:440, 160:480].astype(int)  # inside the picture, under the overlay
+        assert min(float(np.abs(middle - f[200:440, 160:480]).mean()) for f in decoded_frames(video)) < 4.0  # one of its full frames
+        assert app.web.encoded >= 1
+    finally:
+        app.request_stop("test over")
+        thread.join(5.0)
+    assert box == [0]
+
+
 class FakeUSBCamera:
     """``cv2.VideoCapture`` of a V4L2 camera (none can exist on this machine), serving real JPEG frames.
 
