@@ -386,14 +386,13 @@ class App:
         return prepare
 
     def _decode_reduced(self) -> bool:
-        """Whether frames are decoded at reduced scale: ``decode = reduced`` and no configured output needs every full frame (window,
-        snapshots, collect, zones); the web view is handed the compressed frames and decodes only the ones it streams."""
+        """Whether frames are decoded at reduced scale: ``decode = reduced`` and neither a window nor zones need every full frame;
+        the web view, snapshots and collecting are handed the compressed frames and decode only the ones they stream or keep."""
         c = self.config
         if c.decode != "reduced":
             return False
-        # the web view takes the compressed frames and decodes only those it streams (at most max_fps, only while watched)
-        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--snapshots", c.snapshots),
-                                       ("--zone", bool(c.zone)), ("--collect", c.collect)) if on]
+        # the web view, snapshots and collecting take the compressed frames and decode only those they show or keep
+        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--zone", bool(c.zone))) if on]
         if shown:
             log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
             return False

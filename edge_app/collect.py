@@ -106,6 +106,28 @@ class CollectSink:
             reasons.append("interval")
         return reasons
 
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
+        """``--decode reduced``: the compressed frame, decoded at full size only when some zone may be collected from it."""
+        now = time.monotonic()
+        if not any(self._reasons(name, now, score, changed) for name, score, changed in self._candidates(result, now)):
+            return
+        frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        if frame is None:
+            log.error("collect: cannot decode frame %d: not a JPEG", result.index)
+            return
+        self.write(frame, result)
+
+    def _candidates(self, result: FrameResult, now: float) -> list[tuple[str, float, bool]]:
+        """(zone, top score, changed) of the zones past their minimum gap."""
+        items = self._items(result)
+        return [(name, float(top[0].score) if top else 0.0, changed) for name, _, top, changed in items
+                if (last := self._last_saved.get(name)) is None or now - last >= self.min_gap_s]
+
+    def _items(self, result: FrameResult) -> list[tuple[str, tuple[int, int, int, int] | None, list[Classification], bool]]:
+        if result.zoned and result.states:
+            return [(z.name, z.box, z.top, z.state_changed) for z in result.states]
+        return [(f"{self.tag}.{WHOLE_FRAME}" if self.tag else WHOLE_FRAME, None, result.top, result.changed)]
+
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         now = time.monotonic()
         if now - self._usage_checked > 10:  # the review page moves files out: see the room it made
@@ -114,11 +136,7 @@ class CollectSink:
             if self._full_warned and self._files < self.max_files and self._bytes < self.max_bytes:
                 self._full_warned = False
                 log.info("collect: %s has room again; collecting", self.inbox)
-        if result.zoned and result.states:
-            items = [(z.name, z.box, z.top, z.state_changed) for z in result.states]
-        else:
-            items = [(f"{self.tag}.{WHOLE_FRAME}" if self.tag else WHOLE_FRAME, None, result.top, result.changed)]
-        for name, box, top, changed in items:
+        for name, box, top, changed in self._items(result):
             score = float(top[0].score) if top else 0.0
             last = self._last_saved.get(name)
             if last is not None and now - last < self.min_gap_s:

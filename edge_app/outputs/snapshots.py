@@ -92,6 +92,17 @@ class SnapshotSink(RetryingOutput):
             return time.monotonic() - self._last_score_save >= self.min_interval_s
         return False
 
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
+        """``--decode reduced``: the compressed frame, decoded at full size only if it is to be kept."""
+        if self._closed or not self.wants(result):
+            return
+        frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+        if frame is None:
+            log.error("cannot decode frame %d for a snapshot: not a JPEG", result.index)
+            self.dropped += 1
+            return
+        self.write(frame, result)
+
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         if self._closed or not self.wants(result):
             return

@@ -57,11 +57,27 @@ def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, share
     assert agree >= least, agree
 
 
-def test_anything_that_shows_frames_keeps_full_decoding(tmp_path, cifar10_val, write_video) -> None:
+def test_zones_keep_full_decoding(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:5])
-    shots = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"))
-    assert shots.returncode == 0 and "at 1/" not in shots.stderr, shots.stderr
-    assert "decode = reduced is ignored: --snapshots needs the full frames" in shots.stderr
+    zoned = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "left:0,0,0.5,1")
+    assert zoned.returncode == 0 and "at 1/" not in zoned.stderr, zoned.stderr
+    assert "decode = reduced is ignored: --zone needs the full frames" in zoned.stderr
+
+
+def test_snapshots_and_collected_frames_are_full_size_decodes_of_the_frames_kept(tmp_path, cifar10_val, write_video) -> None:
+    """The model sees 1/8-scale frames; the few frames snapshots and the collector keep are decoded in full from their JPEG."""
+    import cv2
+
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=3)
+    ran = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"),
+                   "--collect", str(tmp_path / "collect"), "--collect-interval", "3600", "--collect-min-gap", "0", timeout=120)
+    assert ran.returncode == 0 and "at 1/8 scale" in ran.stderr and "ignored" not in ran.stderr, ran.stderr
+    shots = sorted((tmp_path / "shots").glob("*.jpg"))
+    kept = sorted((tmp_path / "collect" / "inbox").glob("*.jpg"))
+    assert 1 <= len(shots) < 120 and 1 <= len(kept) < 120  # label changes (and the unsure ones), not every frame
+    for path in shots[:5] + kept[:5]:
+        image = cv2.imread(str(path))
+        assert image is not None and image.shape == (480, 640, 3), (path, None if image is None else image.shape)
 
 
 def test_the_web_view_decodes_only_the_frames_it_streams(tmp_path, cifar10_val, write_video, caplog) -> None:
