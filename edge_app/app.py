@@ -398,6 +398,17 @@ class App:
             return False
         return True
 
+    def _reduced_for(self, ch: _Channel) -> bool:
+        """A source decodes at reduced scale unless outputs keep frames and it has no compressed frames to give them: picamera2's
+        lores stream is a second, small image, so the web view, snapshots or collecting need its main stream."""
+        c = self.config
+        keeps = [name for name, on in (("--http", c.http), ("--snapshots", c.snapshots), ("--collect", c.collect)) if on]
+        if keeps and ch.spec.kind == "picamera2":
+            log.warning("%s: decode = reduced is ignored: %s shows its frames and picamera2's lores stream has no full-size "
+                        "frame behind it, so the main stream feeds the model", ch.name, " and ".join(keeps))
+            return False
+        return True
+
     def _open_outputs(self) -> None:
         config = self.config
         for i, ch in enumerate(self.channels):
@@ -472,7 +483,7 @@ class App:
             assert self.classifier is not None
             reduced = self._decode_reduced()
             for ch in self.channels:
-                spec = replace(ch.spec, reduce_to=self.classifier.size) if reduced else ch.spec
+                spec = replace(ch.spec, reduce_to=self.classifier.size) if reduced and self._reduced_for(ch) else ch.spec
                 # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
                 ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
                 ch.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S

@@ -500,6 +500,18 @@ def test_picamera2_feeds_the_model_from_the_isp_scaled_lores_stream_when_decodin
     assert len(common) >= 4 and all(labels["full"][i] == labels["reduced"][i] for i in common)
 
 
+def test_picamera2_keeps_its_main_stream_when_an_output_shows_frames(fake_picamera2, tmp_path, caplog) -> None:
+    """Its lores stream has no full frame behind it (unlike MJPEG packets), so snapshots get main-stream frames."""
+    caplog.set_level(logging.WARNING)
+    config = AppConfig(picamera=True, headless=True, decode="reduced", max_frames=6, stats_interval=0.0, threads=1,
+                       snapshots=tmp_path / "shots", snapshot_min_score=0.0, snapshot_interval=0.0)
+    App(config, handle_signals=False).run()
+    assert "lores" not in fake_picamera2.instances[0].config
+    assert any("picamera2's lores stream has no full-size frame behind it" in r.getMessage() for r in caplog.records)
+    shots = sorted((tmp_path / "shots").glob("*.jpg"))
+    assert shots and all(cv2.imread(str(p)).shape == (480, 640, 3) for p in shots)
+
+
 def test_picamera2_missing_module_or_camera_is_one_clear_line(monkeypatch, fake_picamera2) -> None:
     with pytest.raises(SourceError, match=r"CSI camera 1 could not be opened .*rpicam-hello --list-cameras"):
         FrameGrabber(spec_from_args(camera=1, picamera=True)).start()
