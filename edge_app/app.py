@@ -386,13 +386,15 @@ class App:
         return prepare
 
     def _decode_reduced(self) -> bool:
-        """Whether frames are decoded at reduced scale: ``decode = reduced`` and neither a window nor zones need every full frame;
+        """Whether frames are decoded at reduced scale: ``decode = reduced`` and neither a window nor pixel zones need every full frame
+        (fractional zones scale with the frame: the reduction is chosen so each still covers the model input);
         the web view, snapshots and collecting are handed the compressed frames and decode only the ones they stream or keep."""
         c = self.config
         if c.decode != "reduced":
             return False
         # the web view, snapshots and collecting take the compressed frames and decode only those they show or keep
-        shown = [name for name, on in (("the window", not c.headless or self.display is not None), ("--zone", bool(c.zone))) if on]
+        shown = [name for name, on in (("the window", not c.headless or self.display is not None),
+                                       ("--zone in pixels", any(not z.fractional for z in self.zones))) if on]
         if shown:
             log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
             return False
@@ -400,11 +402,12 @@ class App:
 
     def _reduced_for(self, ch: _Channel) -> bool:
         """A source decodes at reduced scale unless outputs keep frames and it has no compressed frames to give them: picamera2's
-        lores stream is a second, small image, so the web view, snapshots or collecting need its main stream."""
+        lores stream is a second, small image, so the web view, snapshots or collecting need its main stream (and zones, whose
+        boxes are in the main stream's pixels)."""
         c = self.config
-        keeps = [name for name, on in (("--http", c.http), ("--snapshots", c.snapshots), ("--collect", c.collect)) if on]
+        keeps = [name for name, on in (("--http", c.http), ("--snapshots", c.snapshots), ("--collect", c.collect), ("--zone", c.zone)) if on]
         if keeps and ch.spec.kind == "picamera2":
-            log.warning("%s: decode = reduced is ignored: %s shows its frames and picamera2's lores stream has no full-size "
+            log.warning("%s: decode = reduced is ignored: %s needs its full frames and picamera2's lores stream has no full-size "
                         "frame behind it, so the main stream feeds the model", ch.name, " and ".join(keeps))
             return False
         return True
@@ -483,7 +486,8 @@ class App:
             assert self.classifier is not None
             reduced = self._decode_reduced()
             for ch in self.channels:
-                spec = replace(ch.spec, reduce_to=self.classifier.size) if reduced and self._reduced_for(ch) else ch.spec
+                regions = tuple((z.h, z.w) for z in self.zones) or ((1.0, 1.0),)  # fractional zones: each must still cover the input
+                spec = replace(ch.spec, reduce_to=self.classifier.size, reduce_regions=regions) if reduced and self._reduced_for(ch) else ch.spec
                 # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
                 ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
                 ch.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
@@ -604,7 +608,7 @@ class App:
                 smoothed, top = zone_scores, zone_top
             if self.reports_states:
                 zone = self.zones[i] if self.zones else None
-                box = zone.box(*frame.image.shape[:2]) if zone else None
+                box = zone.box(frame.image.shape[0] * frame.scale, frame.image.shape[1] * frame.scale) if zone else None  # camera px
                 name = self._state_name(ch, zone.name if zone else WHOLE_FRAME)
                 states.append(ZoneResult(name, zone_top, debouncer.state, debouncer.dwell(now), changed_state, box))
         t3 = time.perf_counter()

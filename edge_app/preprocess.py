@@ -27,15 +27,26 @@ def center_crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndar
 REDUCTIONS = (8, 4, 2)  # what cv2.imdecode's IMREAD_REDUCED_COLOR_N can do (JPEG DCT scaling)
 
 
-def reduction_for(frame_hw: tuple[int, int], need_hw: tuple[int, int]) -> int:
-    """The largest JPEG decode reduction (8, 4, 2, else 1) after which the centre crop to ``need_hw``'s aspect still
-    covers ``need_hw``: decoding 640x480 at 1/8 still gives a 60x60 crop for a 32x32 model, never an upscale."""
-    h, w = frame_hw
+def reduction_for(frame_hw: tuple[int, int], need_hw: tuple[int, int], regions: tuple[tuple[float, float], ...] = ((1.0, 1.0),)) -> int:
+    """The largest JPEG decode reduction (8, 4, 2, else 1) after which the centre crop to ``need_hw``'s aspect of every
+    region still covers ``need_hw``: decoding 640x480 at 1/8 still gives a 60x60 crop for a 32x32 model, never an upscale.
+
+    ``regions``: what the model is given, as (height, width) fractions of the frame: the whole frame, or each zone."""
     nh, nw = need_hw
-    if min(h, w, nh, nw) <= 0:
+    if min(*frame_hw, nh, nw) <= 0 or not regions:
         return 1
-    crop_h, crop_w = (h, h * nw / nh) if w / h > nw / nh else (w * nh / nw, w)
-    return next((f for f in REDUCTIONS if crop_h // f >= nh and crop_w // f >= nw), 1)
+
+    def covered(f: int) -> bool:
+        for fh, fw in regions:
+            h, w = frame_hw[0] * fh, frame_hw[1] * fw
+            if min(h, w) <= 0:
+                return False
+            crop_h, crop_w = (h, h * nw / nh) if w / h > nw / nh else (w * nh / nw, w)
+            if crop_h // f < nh or crop_w // f < nw:
+                return False
+        return True
+
+    return next((f for f in REDUCTIONS if covered(f)), 1)
 
 
 def fit_to_size(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -32,6 +32,7 @@ class Frame(NamedTuple):
     prepare_ms: float = 0.0  # how long preparing ``input`` took on the capture thread
     file: str | None = None  # the image file it came from (folder sources), relative to the folder
     packet: np.ndarray | None = None  # the compressed JPEG frame, when ``image`` is a reduced decode of it (what a viewer decodes)
+    scale: int = 1  # ``image`` is 1/scale of the camera's frame (reduced decoding): zone boxes are given in the camera's pixels
 
 
 class Source(Protocol):
@@ -87,6 +88,7 @@ class SourceSpec:
     live: bool | None = None
     recursive: bool = False  # folders: also read subfolders
     reduce_to: tuple[int, int] | None = None  # (h, w) the consumer needs: MJPEG may be decoded at 1/2, 1/4 or 1/8 scale
+    reduce_regions: tuple[tuple[float, float], ...] = ((1.0, 1.0),)  # (h, w) fractions of the frame each given reduce_to: zones
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 

@@ -343,8 +343,9 @@ class FrameGrabber:
                 if image is None or session.abandoned:
                     break
                 session.last_activity = now
-                packet = getattr(source, "packet", None) if getattr(source, "reduction", 1) > 1 else None
-                if not self._deliver(session, image, now, getattr(source, "current_file", None), packet):
+                scale = int(getattr(source, "reduction", 1))
+                packet = getattr(source, "packet", None) if scale > 1 else None
+                if not self._deliver(session, image, now, getattr(source, "current_file", None), packet=packet, scale=scale):
                     break
                 session.frames += 1
                 if interval:
@@ -385,15 +386,15 @@ class FrameGrabber:
             return None, 0.0, generation
         return tensor, (time.perf_counter() - t) * 1e3, generation
 
-    def _deliver(self, session: _Session, image: np.ndarray, captured_at: float, file: str | None = None,
-                 packet: np.ndarray | None = None) -> bool:
+    def _deliver(self, session: _Session, image: np.ndarray, captured_at: float, file: str | None = None, *,
+                 packet: np.ndarray | None = None, scale: int = 1) -> bool:
         tensor, prepare_ms, generation = self._prepared(image)
         with self._lock:
             if session.abandoned or self._stop.is_set():
                 return False
             if generation != self._prepare_generation:  # prepared for the model that was just replaced
                 tensor, prepare_ms = None, 0.0
-            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet)
+            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet, scale)
             self._next_index += 1
             self._stats.captured += 1
             self._stats.last_frame_time = captured_at

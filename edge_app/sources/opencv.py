@@ -103,7 +103,7 @@ class OpenCVSource:
         if need is None:
             return 1
         size = _frame_size(cap)
-        factor = reduction_for(size, need)
+        factor = reduction_for(size, need, self.spec.reduce_regions)
         if factor == 1:
             return 1
         if not (self._camera_packets(cap, factor, size) if self.mode == "camera" else self._file_packets(cap)):

@@ -26,6 +26,9 @@ def test_reduction_is_the_largest_that_still_covers_the_model_input() -> None:
     assert reduction_for((480, 640), (224, 224)) == 2
     assert reduction_for((480, 640), (300, 300)) == 1  # 240 at 1/2 would be an upscale
     assert reduction_for((1080, 1920), (32, 32)) == 8 and reduction_for((48, 64), (32, 32)) == 1
+    assert reduction_for((480, 640), (32, 32), ((1.0, 0.5), (1.0, 0.5))) == 8  # two halves: 40x40 crops at 1/8
+    assert reduction_for((480, 640), (32, 32), ((1.0, 1.0), (0.25, 0.25))) == 2  # a 120x160 zone: 60 at 1/2, 30 at 1/4
+    assert reduction_for((480, 640), (32, 32), ((0.1, 0.1),)) == 1
 
 
 def labels(log: Path) -> list[str]:
@@ -57,11 +60,25 @@ def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, share
     assert agree >= least, agree
 
 
-def test_zones_keep_full_decoding(tmp_path, cifar10_val, write_video) -> None:
-    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:5])
-    zoned = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "left:0,0,0.5,1")
-    assert zoned.returncode == 0 and "at 1/" not in zoned.stderr, zoned.stderr
-    assert "decode = reduced is ignored: --zone needs the full frames" in zoned.stderr
+def test_zones_decode_at_the_scale_that_still_covers_each_zone(tmp_path, cifar10_val, write_video) -> None:
+    """Fractional zones: the smallest zone must still cover the model input; their boxes stay in the camera's pixels
+    (the collector's crops of the fully decoded frames it keeps are whole halves). Pixel zones keep full decoding."""
+    import cv2
+
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:20], repeat=2)
+    halves = ("--zone", "left:0,0,0.5,1", "--zone", "right:0.5,0,0.5,1")
+    collect = tmp_path / "collect"
+    zoned = edge_app("--source", str(video), "--headless", "--decode", "reduced", *halves,
+                     "--collect", str(collect), "--collect-interval", "3600", "--collect-min-gap", "0")
+    assert zoned.returncode == 0 and "at 1/8 scale" in zoned.stderr, zoned.stderr  # 320x480 halves: 40x40 crops at 1/8
+    crops = sorted((collect / "inbox").glob("*.jpg"))
+    assert {p.stem.rsplit("-", 1)[-1] for p in crops} == {"left", "right"}
+    assert all(cv2.imread(str(p)).shape == (480, 320, 3) for p in crops)
+    small = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "corner:0,0,0.1,0.1", "--max-frames", "2")
+    assert small.returncode == 0 and "at 1/" not in small.stderr, small.stderr  # 64x48 px: a 48x48 crop, 24 at 1/2 < 32
+    pixels = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "left:0,0,320,480", "--max-frames", "2")
+    assert pixels.returncode == 0 and "at 1/" not in pixels.stderr, pixels.stderr
+    assert "decode = reduced is ignored: --zone in pixels needs the full frames" in pixels.stderr
 
 
 def test_snapshots_and_collected_frames_are_full_size_decodes_of_the_frames_kept(tmp_path, cifar10_val, write_video) -> None:
