@@ -37,11 +37,12 @@ json.dump({"run": name, "widths": r["config"]["widths"], "epochs": r["config"]["
 PY
 "$py" - "$out" <<'PY'
 import glob, json, sys
-print("| run | widths | epochs | precision | carve float | int8 | int8, TTA | int8 latency, 1 thread (mean / p95) | train s | machine, date |")
-print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+all_features = {"alt-flip", "bn-bias-lr", "dirac", "lookahead", "whiten-norm"}
+print("| run | widths | epochs | precision | features left out | carve float | int8 | int8, TTA | int8 latency, 1 thread (mean / p95) | train s | machine, date |")
+print("| --- | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
 for p in sorted(glob.glob(f"{sys.argv[1]}/*.json")):
     r = json.load(open(p))
     lat, tta = r["latency_ms_1_thread"], r["int8_tta"]
-    print(f"| {r['run']} | {'/'.join(map(str, r['widths']))} | {r['epochs']} | {r['precision']} | {r['float']:.4f} | {r['int8']:.4f} | "
+    print(f"| {r['run']} | {'/'.join(map(str, r['widths']))} | {r['epochs']} | {r['precision']} | {', '.join(sorted(all_features - set(r['features']))) or '-'} | {r['float']:.4f} | {r['int8']:.4f} | "
           f"{'' if tta is None else f'{tta:.4f}'} | {lat['mean']:.2f} / {lat['p95']:.2f} ms | {r['train_seconds']:.0f} | {r['machine']}, {r['date']} |")
 PY
