@@ -31,6 +31,7 @@ import http.client
 import json
 import math
 import multiprocessing
+import os
 import resource
 import statistics
 import sys
@@ -90,6 +91,9 @@ class LoopResult:
     stages: dict[str, StageStats]
     labels: list[str] = field(default_factory=list, repr=False)
     cpu_ms_per_frame: float = math.nan  # process CPU time (every thread) per frame
+    # the pipeline's CPU per frame by thread ("frame loop", "capture", "interpreter and other native threads"),
+    # over its middle frames (Linux: /proc/self/task); empty where that cannot be read
+    thread_cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -267,19 +271,63 @@ def video_info(path: Path) -> tuple[int, tuple[int, int]]:
 # ---------------------------------------------------------------------- loops
 
 
-class _Recorder:
-    """The pipeline's output for the benchmark: draws the overlay like the display would (if ``draw``), keeps timings."""
+def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of each live thread of this process by native id, with its Python name if it has one."""
+    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+    out: dict[int, tuple[str, float]] = {}
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        tids = os.listdir("/proc/self/task")
+    except (AttributeError, OSError, ValueError):  # not Linux
+        return out
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        out[int(tid)] = (names.get(int(tid), ""), (int(fields[11]) + int(fields[12])) / tick)
+    return out
 
-    def __init__(self, draw: bool = True) -> None:
+
+def _thread_role(name: str, loop_thread: str) -> str:
+    if name == loop_thread:
+        return "frame loop"
+    if name.startswith("capture "):
+        return "capture"
+    return "interpreter and other native threads" if not name else "other Python threads"
+
+
+class _Recorder:
+    """The pipeline's output for the benchmark: draws the overlay like the display would (if ``draw``), keeps timings,
+    and reads every thread's CPU time at two frames in the middle of the run (while the capture thread still runs)."""
+
+    def __init__(self, draw: bool = True, frames: int = 0) -> None:
         self.draw = draw
         self.results: list[FrameResult] = []
         self.done: list[float] = []
+        self.window = (frames // 10, frames - frames // 10 - 16) if frames >= 100 else None
+        self.cpu: list[dict[int, tuple[str, float]]] = []
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
         if self.draw:
             draw_overlay(frame, result)
         self.results.append(result)
         self.done.append(time.perf_counter())
+        if self.window is not None and len(self.results) in self.window:
+            self.cpu.append(thread_cpu_seconds())
+
+    def thread_cpu_ms(self) -> dict[str, float]:
+        """CPU ms per frame by role over the window (empty when it was not read)."""
+        if self.window is None or len(self.cpu) != 2:
+            return {}
+        first, last = self.cpu
+        frames = self.window[1] - self.window[0]
+        loop = threading.current_thread().name
+        roles: dict[str, float] = {}
+        for tid, (name, seconds) in last.items():
+            role = _thread_role(name, loop)
+            roles[role] = roles.get(role, 0.0) + seconds - first.get(tid, (name, 0.0))[1]
+        return {role: round(s * 1e3 / frames, 3) for role, s in sorted(roles.items()) if s > 0}
 
     def close(self) -> None:
         return None
@@ -291,7 +339,7 @@ def _fps(done: list[float]) -> float:
 
 def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool = False) -> tuple[LoopResult, float, App]:
     """The real ``App`` on ``config`` (headless, max_frames set); its per-stage timings and start-up time."""
-    recorder = _Recorder(draw)
+    recorder = _Recorder(draw, config.max_frames or 0)
     started = time.monotonic()
     cpu = time.process_time()
     app = App(config, extra_sinks=[recorder, *extra_sinks], handle_signals=False, notifier=Notifier({}))
@@ -301,7 +349,7 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     stages = {s: StageStats.of([r.latency_ms[s] for r in recorder.results]) for s in STAGES}
     labels = [r.label or "" for r in recorder.results]
     n = len(recorder.results)
-    return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan), startup, app
+    return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan, recorder.thread_cpu_ms()), startup, app
 
 
 def run_decode(video: Path, frames: int, reduce_to: tuple[int, int] | None = None) -> LoopResult:
@@ -639,6 +687,8 @@ def format_table(r: BenchReport) -> str:
         f"start-up    {r.startup_s:8.2f} s   to the first inference (model load, source open, first frame)",
         f"peak RSS    {r.peak_rss_mb if r.peak_rss_mb is not None else float('nan'):8.1f} MB",
         f"CPU/frame   {r.pipeline.cpu_ms_per_frame:8.3f} ms pipeline, {r.naive.cpu_ms_per_frame:.3f} ms naive loop (process CPU time, every thread)",
+        *([f"  by thread  {', '.join(f'{role} {ms:.3f} ms' for role, ms in r.pipeline.thread_cpu_ms.items())} (the pipeline's middle frames; "
+           "at 10 ms a tick, so a long run reads best)"] if r.pipeline.thread_cpu_ms else []),
     ]
     if r.decode is not None:
         share = r.pipeline.fps / r.decode.fps if r.decode.fps > 0 else math.nan

@@ -175,3 +175,13 @@ def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_
     assert reduced.decode.cpu_ms_per_frame * 2 < full.decode.cpu_ms_per_frame
     assert reduced.pipeline.cpu_ms_per_frame < full.pipeline.cpu_ms_per_frame
     assert reduced.naive.frames == full.naive.frames == 80  # the naive loop is the same in both
+
+
+def test_bench_splits_the_pipelines_cpu_between_the_frame_loop_and_the_capture_thread(tmp_path, cifar10_val, write_video) -> None:
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:100], repeat=6)  # 600 frames: enough clock ticks in the window
+    report = benchmark(str(video), frames=600, invoke_runs=20)
+    split = report.pipeline.thread_cpu_ms
+    assert split["frame loop"] > 0 and split["capture"] > 0, split  # both threads did real work in the middle of the run
+    # the window leaves out start-up and the end, so it cannot cost more than the whole run's CPU per frame (ticks: 10 ms)
+    assert sum(split.values()) <= report.pipeline.cpu_ms_per_frame * 1.2 + 0.05, (split, report.pipeline.cpu_ms_per_frame)
+    assert "by thread" in format_table(report) and report.to_json()["pipeline"]["thread_cpu_ms"] == split
