@@ -1,8 +1,9 @@
 """OpenCV ``VideoCapture`` backend: a camera index (or ``/dev/videoN``), a video file, or a stream URL.
 
-With ``spec.reduce_to`` (the model input, when nothing shows the frames), an MJPEG file or stream is read
+With ``spec.reduce_to`` (the model input, ``decode = reduced``), an MJPEG file or stream is read
 as compressed packets (``CAP_PROP_FORMAT = -1``) and decoded with ``cv2.imdecode(IMREAD_REDUCED_COLOR_N)``
-at the smallest scale that still covers the model input (``preprocess.reduction_for``): JPEG's DCT
+at the smallest scale that still covers the model input in every ``spec.reduce_regions`` (the whole frame,
+or each zone: ``preprocess.reduction_for``); ``packet`` keeps the compressed frame for outputs that show it. JPEG's DCT
 scaling skips most of the decoding work (640x480 for a 32x32 model: 0.35 instead of 1.04 ms of CPU a frame in
 `edge-app bench --decode reduced` on a 2-core AMD EPYC). A USB camera is asked for MJPEG and for its
 undecoded buffers (``CAP_PROP_CONVERT_RGB`` off) and decoded the same way, if one probe frame proves

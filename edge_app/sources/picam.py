@@ -1,6 +1,6 @@
 """Raspberry Pi CSI camera through picamera2 (libcamera), imported only when this source opens.
 
-With ``spec.reduce_to`` (``decode = reduced``: the model input, when nothing shows the frames) the
+With ``spec.reduce_to`` (``decode = reduced`` and nothing that shows or keeps frames: the model input) the
 camera's second, ``lores`` stream, scaled by the ISP to just cover the model input (64x48 for a
 32x32 model), is what the app reads, as Raspberry Pi's own TensorFlow example does: the CPU never
 touches a full-size frame. Otherwise the ``main`` stream is read at the requested size.
