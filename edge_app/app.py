@@ -81,6 +81,10 @@ class _Output:
     name: str
     sink: Sink
     errors: int = 0
+    compressed: CompressedSink | None = field(init=False)  # the sink, if it takes compressed frames: checked once, not every frame
+
+    def __post_init__(self) -> None:
+        self.compressed = self.sink if isinstance(self.sink, CompressedSink) else None
 
 
 @dataclass
@@ -485,8 +489,8 @@ class App:
                 return 0
             assert self.classifier is not None
             reduced = self._decode_reduced()
+            regions = tuple((z.h, z.w) for z in self.zones) or ((1.0, 1.0),)  # fractional zones: each must still cover the input
             for ch in self.channels:
-                regions = tuple((z.h, z.w) for z in self.zones) or ((1.0, 1.0),)  # fractional zones: each must still cover the input
                 spec = replace(ch.spec, reduce_to=self.classifier.size, reduce_regions=regions) if reduced and self._reduced_for(ch) else ch.spec
                 # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
                 ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
@@ -656,8 +660,8 @@ class App:
         """Every output gets the frame; one that can take the compressed frame gets it instead of a reduced decode."""
         for out in outputs:
             try:
-                if packet is not None and isinstance(out.sink, CompressedSink):
-                    out.sink.write_compressed(packet, result)
+                if packet is not None and out.compressed is not None:
+                    out.compressed.write_compressed(packet, result)
                 else:
                     out.sink.write(image, result)
             except OutputError as exc:

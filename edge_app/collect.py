@@ -109,7 +109,7 @@ class CollectSink:
     def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
         """``--decode reduced``: the compressed frame, decoded at full size only when some zone may be collected from it."""
         now = time.monotonic()
-        if not any(self._reasons(name, now, score, changed) for name, score, changed in self._candidates(result, now)):
+        if not any(self._due(name, now, top, changed) for name, _, top, changed in self._items(result)):
             return
         frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
         if frame is None:
@@ -117,11 +117,12 @@ class CollectSink:
             return
         self.write(frame, result)
 
-    def _candidates(self, result: FrameResult, now: float) -> list[tuple[str, float, bool]]:
-        """(zone, top score, changed) of the zones past their minimum gap."""
-        items = self._items(result)
-        return [(name, float(top[0].score) if top else 0.0, changed) for name, _, top, changed in items
-                if (last := self._last_saved.get(name)) is None or now - last >= self.min_gap_s]
+    def _due(self, name: str, now: float, top: list[Classification], changed: bool) -> list[str]:
+        """Why zone ``name``'s crop would be collected now; none while it is within its minimum gap."""
+        last = self._last_saved.get(name)
+        if last is not None and now - last < self.min_gap_s:
+            return []
+        return self._reasons(name, now, float(top[0].score) if top else 0.0, changed)
 
     def _items(self, result: FrameResult) -> list[tuple[str, tuple[int, int, int, int] | None, list[Classification], bool]]:
         if result.zoned and result.states:
@@ -137,11 +138,7 @@ class CollectSink:
                 self._full_warned = False
                 log.info("collect: %s has room again; collecting", self.inbox)
         for name, box, top, changed in self._items(result):
-            score = float(top[0].score) if top else 0.0
-            last = self._last_saved.get(name)
-            if last is not None and now - last < self.min_gap_s:
-                continue
-            reasons = self._reasons(name, now, score, changed)
+            reasons = self._due(name, now, top, changed)
             if not reasons:
                 continue
             image = frame if box is None else frame[box[1] : box[3], box[0] : box[2]]

@@ -176,6 +176,11 @@ def auto_threads(files: ModelFiles) -> Classifier:
     return Classifier(files, most)
 
 
+def _on_cpu(files: ModelFiles, threads: int | None) -> Classifier:
+    """On the CPU: the threads asked for, else the measured default (``auto_threads``)."""
+    return Classifier(files, threads) if threads else auto_threads(files)
+
+
 def load_classifier(
     files: ModelFiles,
     delegate: str = "cpu",
@@ -186,7 +191,7 @@ def load_classifier(
     """A ready ``Classifier`` on the chosen accelerator; ``auto`` falls back to the CPU if the Edge TPU model fails to load."""
     acceleration = choose(delegate, files, device, loader)
     if acceleration.name == "cpu":
-        return (Classifier(files, threads) if threads else auto_threads(files)), acceleration
+        return _on_cpu(files, threads), acceleration
     threads = threads or default_threads()  # the Edge TPU runs the model; these threads only run what it cannot
     try:
         return Classifier(files, threads, acceleration.delegates, model_path=acceleration.model_path), acceleration
@@ -194,7 +199,7 @@ def load_classifier(
         if delegate == "auto":
             log.warning("the Edge TPU model could not be loaded (%s); running on the CPU", exc)
             cpu = Acceleration("cpu", files.model)
-            return (Classifier(files, threads) if threads else auto_threads(files)), cpu
+            return _on_cpu(files, threads), cpu
         raise DelegateError(
             f"the Edge TPU could not run {acceleration.model_path.name}: {exc}; recompile it with edgetpu_compiler or run with --delegate cpu"
         ) from exc
