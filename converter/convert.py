@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from converter import decode_check
 from converter.cli_common import add_common_flags, import_tensorflow_quietly, run_cli
 from converter.data import Dataset, parse_size, stratified_sample, train_val
 from converter.errors import DataError, ModelError, QuantizationError
@@ -199,6 +200,7 @@ def convert_model(
                 f"int8 accuracy {acc_q:.4f} is {drop:.2f} points below the float model's {acc_f:.4f} (limit {max_drop}); "
                 "nothing written. Try more calibration images (--calib-images) or pass --allow-drop to write it anyway"
             )
+        decode = decode_check.measure(staged, val.x, labels=val.y, seed=seed)  # how far --decode reduced may go for it
         tpu = edgetpu_report(staged)
         has_metadata = add_metadata(staged, list(train.classes))
         shutil.copyfile(staged, out / "model.tflite")
@@ -236,6 +238,7 @@ def convert_model(
             "split": "training (seen in training)" if train_report.get("val_images") == 0 else "validation",
         },
         "calibration_images": len(calib),
+        "decode": decode,
         "size_bytes": (out / "model.tflite").stat().st_size,
         "sha256": hashlib.sha256((out / "model.tflite").read_bytes()).hexdigest(),  # edge-app --model-url checks it
         "params": int(model.count_params()),

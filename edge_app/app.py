@@ -369,9 +369,10 @@ class App:
             ch.last_label = None
             if ch.grabber is not None:
                 ch.grabber.set_prepare(self._prepare_for(classifier))
-                need = ch.grabber.spec.reduce_to
-                if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1]):
-                    log.warning("the new model takes %dx%d, more than the reduced decode gives: restart edge-app to decode at a larger scale", *classifier.size)
+                need, cover = ch.grabber.spec.reduce_to, ch.grabber.spec.reduce_cover
+                if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1] or classifier.decode_cover > cover):
+                    log.warning("the new model takes %dx%d, or a larger decode for its measured agreement (decode.cover), than the reduced decode gives: "
+                                "restart edge-app to decode at a larger scale", *classifier.size)
         self.model_reloads += 1
         if self.mqtt is not None:
             self.mqtt.update_model(classifier.labels, bundle_name(files))
@@ -491,7 +492,8 @@ class App:
             reduced = self._decode_reduced()
             regions = tuple((z.h, z.w) for z in self.zones) or ((1.0, 1.0),)  # fractional zones: each must still cover the input
             for ch in self.channels:
-                spec = replace(ch.spec, reduce_to=self.classifier.size, reduce_regions=regions) if reduced and self._reduced_for(ch) else ch.spec
+                spec = (replace(ch.spec, reduce_to=self.classifier.size, reduce_regions=regions, reduce_cover=self.classifier.decode_cover)
+                        if reduced and self._reduced_for(ch) else ch.spec)
                 # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
                 ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
                 ch.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S

@@ -352,10 +352,10 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan, recorder.thread_cpu_ms()), startup, app
 
 
-def run_decode(video: Path, frames: int, reduce_to: tuple[int, int] | None = None) -> LoopResult:
+def run_decode(video: Path, frames: int, reduce_to: tuple[int, int] | None = None, cover: float = 1.0) -> LoopResult:
     """The decode-only ceiling: the app's own ``OpenCVSource`` reading and decoding as fast as it goes, nothing else
-    (what no loop can beat); ``reduce_to`` decodes as ``--decode reduced`` does for that model input."""
-    source = OpenCVSource(replace(spec_from_args(source=video), reduce_to=reduce_to))
+    (what no loop can beat); ``reduce_to`` and ``cover`` decode as ``--decode reduced`` does for that model input."""
+    source = OpenCVSource(replace(spec_from_args(source=video), reduce_to=reduce_to, reduce_cover=cover))
     source.open()
     done: list[float] = []
     reads: list[float] = []
@@ -627,7 +627,7 @@ def benchmark(
         rss = peak_rss_mb()
         naive = run_naive(video, config, pipeline.frames, draw=draw)
         assert app.classifier is not None
-        ceiling = run_decode(video, pipeline.frames, app.classifier.size if decode == "reduced" else None)
+        ceiling = run_decode(video, pipeline.frames, app.classifier.size if decode == "reduced" else None, app.classifier.decode_cover)
         paced = run_paced(config, rate, rate_seconds, Path(tmp)) if rate else None
         several = run_cameras(config, cameras, rate or 30.0, rate_seconds, Path(tmp)) if cameras else None
         compared = compare_viewers(config, viewers, rounds) if viewers else None

@@ -78,7 +78,19 @@ class Manifest:
                 f"bad manifest {path}: color_order {manifest.color_order} does not fit {manifest.channels} input channel(s); "
                 "use GRAY for 1 channel, RGB or BGR for 3"
             )
+        if not 1.0 <= manifest.decode_cover <= 1e3:
+            raw = manifest.extra["decode"]["cover"]
+            raise ModelError(f"bad manifest {path}: decode.cover {raw!r} is not a number from 1 to 1000; remeasure it with check-decode --write")
         return manifest
+
+    @property
+    def decode_cover(self) -> float:
+        """How many model inputs per side a reduced JPEG decode must still give (``check-decode``); 1.0 when not measured."""
+        decode = self.extra.get("decode")
+        try:
+            return float(decode["cover"]) if isinstance(decode, dict) and "cover" in decode else 1.0
+        except (TypeError, ValueError):
+            return float("nan")
 
 
 def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -259,6 +271,7 @@ class Classifier:
         self.size = (h, w)
         self.channels = c
         self.color_order = self.manifest.color_order if self.manifest else "RGB"
+        self.decode_cover = self.manifest.decode_cover if self.manifest else 1.0  # --decode reduced: measured by check-decode
         self._input = input_details(self.interpreter)
         self._output: dict[str, Any] = self.interpreter.get_output_details()[0]
         n_out = int(self._output["shape"][-1])

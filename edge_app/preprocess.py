@@ -27,11 +27,16 @@ def center_crop_to_aspect(image: np.ndarray, height: int, width: int) -> np.ndar
 REDUCTIONS = (8, 4, 2)  # what cv2.imdecode's IMREAD_REDUCED_COLOR_N can do (JPEG DCT scaling)
 
 
-def reduction_for(frame_hw: tuple[int, int], need_hw: tuple[int, int], regions: tuple[tuple[float, float], ...] = ((1.0, 1.0),)) -> int:
+def reduction_for(
+    frame_hw: tuple[int, int], need_hw: tuple[int, int], regions: tuple[tuple[float, float], ...] = ((1.0, 1.0),), cover: float = 1.0
+) -> int:
     """The largest JPEG decode reduction (8, 4, 2, else 1) after which the centre crop to ``need_hw``'s aspect of every
-    region still covers ``need_hw``: decoding 640x480 at 1/8 still gives a 60x60 crop for a 32x32 model, never an upscale.
+    region still covers ``cover`` times ``need_hw``: decoding 640x480 at 1/8 still gives a 60x60 crop for a 32x32 model,
+    never an upscale.
 
-    ``regions``: what the model is given, as (height, width) fractions of the frame: the whole frame, or each zone."""
+    ``regions``: what the model is given, as (height, width) fractions of the frame: the whole frame, or each zone.
+    ``cover``: the model's own margin, measured by ``check-decode`` (the manifest's ``decode.cover``): a model whose answers
+    change when each of its input pixels averages too few decoded ones needs a larger decode than it takes."""
     nh, nw = need_hw
     if min(*frame_hw, nh, nw) <= 0 or not regions:
         return 1
@@ -42,7 +47,7 @@ def reduction_for(frame_hw: tuple[int, int], need_hw: tuple[int, int], regions: 
             if min(h, w) <= 0:
                 return False
             crop_h, crop_w = (h, h * nw / nh) if w / h > nw / nh else (w * nh / nw, w)
-            if crop_h // f < nh or crop_w // f < nw:
+            if crop_h // f < nh * cover or crop_w // f < nw * cover:
                 return False
         return True
 

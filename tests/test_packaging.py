@@ -84,7 +84,7 @@ def test_the_wheel_holds_exactly_the_source_tree(dists: dict[str, Path]) -> None
         entry_points = next(whl.read(n).decode() for n in whl.namelist() if n.endswith(".dist-info/entry_points.txt"))
     assert names == source_files(), f"missing: {sorted(source_files() - names)}; unexpected: {sorted(names - source_files())}"
     assert "edge_app/outputs/logsink.py" in names and "edge_app/sources/grabber.py" in names
-    for script in ("edge-app", "train-model", "convert-model", "evaluate-model", "compare-models"):
+    for script in ("edge-app", "train-model", "convert-model", "evaluate-model", "compare-models", "check-decode"):
         assert f"{script} = " in entry_points
 
 

@@ -89,6 +89,7 @@ class SourceSpec:
     recursive: bool = False  # folders: also read subfolders
     reduce_to: tuple[int, int] | None = None  # (h, w) the consumer needs: MJPEG may be decoded at 1/2, 1/4 or 1/8 scale
     reduce_regions: tuple[tuple[float, float], ...] = ((1.0, 1.0),)  # (h, w) fractions of the frame each given reduce_to: zones
+    reduce_cover: float = 1.0  # the model's measured margin (manifest decode.cover): a JPEG decode must give this many times reduce_to
     open_timeout_s: float = DEFAULT_OPEN_TIMEOUT_S
     read_timeout_s: float = DEFAULT_READ_TIMEOUT_S
 

@@ -104,13 +104,15 @@ class OpenCVSource:
         if need is None:
             return 1
         size = _frame_size(cap)
-        factor = reduction_for(size, need, self.spec.reduce_regions)
+        factor = reduction_for(size, need, self.spec.reduce_regions, self.spec.reduce_cover)
         if factor == 1:
             return 1
         if not (self._camera_packets(cap, factor, size) if self.mode == "camera" else self._file_packets(cap)):
             return 1
         h, w = size
-        log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d)", self.name, factor, w // factor, h // factor, need[1], need[0])
+        margin = f", {self.spec.reduce_cover:g}x that for its measured agreement with full decoding" if self.spec.reduce_cover > 1 else ""
+        log.info("%s: decoding its MJPEG frames at 1/%d scale (%dx%d; the model needs %dx%d%s)", self.name, factor, w // factor, h // factor,
+                 need[1], need[0], margin)
         return factor
 
     @staticmethod

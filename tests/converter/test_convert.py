@@ -54,6 +54,8 @@ def test_bundle_is_full_int8_with_uint8_io_and_a_complete_manifest(bundle: Path)
     assert report.compatible, report.problems
     assert "CONV_2D" in report.ops and "FULLY_CONNECTED" in report.ops
     assert m["edgetpu"]["compatible"] is True
+    assert set(m["decode"]["agreement"]) == {"2", "4", "8"} and m["decode"]["cover"] >= 1.0  # how far --decode reduced may go
+    assert m["decode"]["content"] == "validation images" and m["decode"]["images"] >= 100
 
 
 def test_the_device_app_loads_the_bundle(bundle: Path, fmnist_small: tuple[Dataset, Dataset]) -> None:

@@ -1,10 +1,10 @@
-"""Decoding only what the model needs: MJPEG frames at 1/8 or 1/4 scale, and how far their answers stay from full decoding.
+"""Decoding only what the model needs: MJPEG frames at 1/2, 1/4 or 1/8 scale, and how far their answers stay from full decoding.
 
-A real MJPG video of CIFAR-10 validation images (640x480, as a camera sends them), classified by the real app
-twice: ``--decode full`` (the default) and ``--decode reduced`` (headless with a log: nothing shows the frames).
-Measured here: the 224x224 dogs-vs-cats model (EfficientNet-Lite0) at 1/2 scale: see the test's threshold; the 32x32 CIFAR-10 model,
-whose borderline frames flip with a few levels of pixel difference, on 94.5 % at 1/8: below the 99 % the
-performance issue asks for, which is why ``reduced`` is not the default."""
+A real MJPG video (640x480, as a camera sends them) classified by the real app twice: ``--decode full`` (the default)
+and ``--decode reduced`` (headless with a log: nothing shows the frames). How far each model may be reduced is measured
+by ``check-decode`` (tests/converter/test_decode_check.py) and read from its manifest's ``decode.cover``: the 32x32
+CIFAR-10 model flips on 5 % of real photos at 1/8, so its manifest keeps it at 1/4 on a 640x480 camera; the 224 px
+dogs-vs-cats model takes the plain rule (1/2)."""
 
 from __future__ import annotations
 
@@ -29,15 +29,18 @@ def test_reduction_is_the_largest_that_still_covers_the_model_input() -> None:
     assert reduction_for((480, 640), (32, 32), ((1.0, 0.5), (1.0, 0.5))) == 8  # two halves: 40x40 crops at 1/8
     assert reduction_for((480, 640), (32, 32), ((1.0, 1.0), (0.25, 0.25))) == 2  # a 120x160 zone: 60 at 1/2, 30 at 1/4
     assert reduction_for((480, 640), (32, 32), ((0.1, 0.1),)) == 1
+    assert reduction_for((480, 640), (32, 32), cover=3.75) == 4  # the CIFAR-10 model's measured margin: a 120x120 crop at least
+    assert reduction_for((1080, 1920), (32, 32), cover=3.75) == 8 and reduction_for((240, 320), (32, 32), cover=3.75) == 2
 
 
 def labels(log: Path) -> list[str]:
     return [json.loads(line)["top"][0]["label"] for line in log.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("case", [("cifar10", 8, 0.93), ("cats-vs-dogs", 2, 0.99)], ids=["cifar10", "cats-vs-dogs"])
+@pytest.mark.parametrize("case", [("cifar10", 4, 0.97), ("cats-vs-dogs", 2, 0.99)], ids=["cifar10", "cats-vs-dogs"])
 def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, shared_datasets, write_video, case) -> None:
-    """Each model on its own kind of picture: CIFAR-10 images, and real dogs-vs-cats photos of the test split."""
+    """Each model on its own kind of picture: CIFAR-10 images (blown up 15x20 with hard pixel edges, a hard case for 4x4
+    block averages: 98.5 % at 1/4, 98 % at 1/8), and real dogs-vs-cats photos of the test split."""
     model, factor, least = case
     if model == "cifar10":
         images = cifar10_val.x[:200]
@@ -70,7 +73,8 @@ def test_zones_decode_at_the_scale_that_still_covers_each_zone(tmp_path, cifar10
     collect = tmp_path / "collect"
     zoned = edge_app("--source", str(video), "--headless", "--decode", "reduced", *halves,
                      "--collect", str(collect), "--collect-interval", "3600", "--collect-min-gap", "0")
-    assert zoned.returncode == 0 and "at 1/8 scale" in zoned.stderr, zoned.stderr  # 320x480 halves: 40x40 crops at 1/8
+    # 320x480 halves: 320x320 crops, 160x160 at 1/2 (the default model's measured cover of 3.75: 120 px at least)
+    assert zoned.returncode == 0 and "at 1/2 scale" in zoned.stderr, zoned.stderr
     crops = sorted((collect / "inbox").glob("*.jpg"))
     assert {p.stem.rsplit("-", 1)[-1] for p in crops} == {"left", "right"}
     assert all(cv2.imread(str(p)).shape == (480, 320, 3) for p in crops)
@@ -82,13 +86,13 @@ def test_zones_decode_at_the_scale_that_still_covers_each_zone(tmp_path, cifar10
 
 
 def test_snapshots_and_collected_frames_are_full_size_decodes_of_the_frames_kept(tmp_path, cifar10_val, write_video) -> None:
-    """The model sees 1/8-scale frames; the few frames snapshots and the collector keep are decoded in full from their JPEG."""
+    """The model sees 1/4-scale frames; the few frames snapshots and the collector keep are decoded in full from their JPEG."""
     import cv2
 
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=3)
     ran = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"),
                    "--collect", str(tmp_path / "collect"), "--collect-interval", "3600", "--collect-min-gap", "0", timeout=120)
-    assert ran.returncode == 0 and "at 1/8 scale" in ran.stderr and "ignored" not in ran.stderr, ran.stderr
+    assert ran.returncode == 0 and "at 1/4 scale" in ran.stderr and "ignored" not in ran.stderr, ran.stderr
     shots = sorted((tmp_path / "shots").glob("*.jpg"))
     kept = sorted((tmp_path / "collect" / "inbox").glob("*.jpg"))
     assert 1 <= len(shots) < 120 and 1 <= len(kept) < 120  # label changes (and the unsure ones), not every frame
@@ -98,7 +102,7 @@ def test_snapshots_and_collected_frames_are_full_size_decodes_of_the_frames_kept
 
 
 def test_the_web_view_decodes_only_the_frames_it_streams(tmp_path, cifar10_val, write_video, caplog) -> None:
-    """--decode reduced with --http: the model gets 1/8-scale frames, a viewer still gets full 640x480 frames, decoded from the
+    """--decode reduced with --http: the model gets 1/4-scale frames, a viewer still gets full 640x480 frames, decoded from the
     compressed ones on the web view's own thread, and nothing is decoded at full size while nobody watches."""
     import http.client
     import logging
@@ -120,10 +124,10 @@ def test_the_web_view_decodes_only_the_frames_it_streams(tmp_path, cifar10_val, 
     thread.start()
     try:
         assert wait_until(lambda: app.frames > 20, 15.0)
-        assert any("at 1/8 scale" in r.getMessage() for r in caplog.records)
+        assert any("at 1/4 scale" in r.getMessage() for r in caplog.records)
         assert not any("decode = reduced is ignored" in r.getMessage() for r in caplog.records)
         assert app.web is not None and app.web.encoded == 0  # no viewer yet: no full-size decode, no JPEG
-        assert app.last_result is not None and app._last_image is not None and app._last_image.shape == (60, 80, 3)
+        assert app.last_result is not None and app._last_image is not None and app._last_image.shape == (120, 160, 3)
         conn = http.client.HTTPConnection("127.0.0.1", app.web.port, timeout=10)
         conn.request("GET", "/snapshot.jpg")
         response = conn.getresponse()
