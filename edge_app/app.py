@@ -391,17 +391,15 @@ class App:
         return prepare
 
     def _decode_reduced(self) -> bool:
-        """Whether frames are decoded at reduced scale: ``decode = reduced`` and neither a window nor pixel zones need every full frame
+        """Whether frames are decoded at reduced scale: ``decode = reduced`` and no pixel zones need every full frame
         (fractional zones scale with the frame: the reduction is chosen so each still covers the model input);
-        the web view, snapshots and collecting are handed the compressed frames and decode only the ones they stream or keep."""
+        the window, the web view, snapshots and collecting are handed the compressed frames and decode only the ones they show or keep."""
         c = self.config
         if c.decode != "reduced":
             return False
-        # the web view, snapshots and collecting take the compressed frames and decode only those they show or keep
-        shown = [name for name, on in (("the window", not c.headless or self.display is not None),
-                                       ("--zone in pixels", any(not z.fractional for z in self.zones))) if on]
-        if shown:
-            log.warning("decode = reduced is ignored: %s needs the full frames, so they are decoded at full size", " and ".join(shown))
+        # the window, the web view, snapshots and collecting take the compressed frames and decode only those they show or keep
+        if any(not z.fractional for z in self.zones):
+            log.warning("decode = reduced is ignored: --zone in pixels needs the full frames, so they are decoded at full size")
             return False
         return True
 
@@ -410,7 +408,9 @@ class App:
         lores stream is a second, small image, so the web view, snapshots or collecting need its main stream (and zones, whose
         boxes are in the main stream's pixels)."""
         c = self.config
-        keeps = [name for name, on in (("--http", c.http), ("--snapshots", c.snapshots), ("--collect", c.collect), ("--zone", c.zone)) if on]
+        window = not c.headless or self.display is not None
+        keeps = [name for name, on in (("the window", window), ("--http", c.http), ("--snapshots", c.snapshots), ("--collect", c.collect),
+                                       ("--zone", c.zone)) if on]
         if keeps and ch.spec.kind == "picamera2":
             log.warning("%s: decode = reduced is ignored: %s needs its full frames and picamera2's lores stream has no full-size "
                         "frame behind it, so the main stream feeds the model", ch.name, " and ".join(keeps))

@@ -113,7 +113,7 @@ class AppConfig:
         metadata=_meta(
             "full: decode every frame at full size; reduced: decode MJPEG files, streams and USB cameras at 1/2, 1/4 or 1/8 scale, the "
             "least that covers the model input times its measured margin (manifest decode.cover, check-decode) and every fractional "
-            "zone, when no window shows every frame; the web view, snapshots "
+            "zone, unless zones are given in pixels; a window, the web view, snapshots "
             "and collecting decode in full only the frames they use: less CPU, slightly other scores",
             choices=("full", "reduced"),
         ),

@@ -1,5 +1,8 @@
 """``DisplaySink``: the annotated frame in an OpenCV window, with keys.
 
+It repaints at most 50 times a second (``MIN_REPAINT_S``); with ``--decode reduced`` it is handed the compressed
+frames and decodes at full size only the ones it repaints, while the model gets its small decode of every frame.
+
 Keys: ``q`` or Esc quits (``quit_requested``), ``s`` saves the shown image as a PNG in
 ``snapshot_dir``, space pauses and resumes (``paused``: the window keeps the frozen frame with a
 banner and new frames are not shown). Closing the window also quits. Without GUI support in
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 KEY_ESC = 27
 KEY_SPACE = 32
+MIN_REPAINT_S = 0.02  # at most 50 repaints a second: every frame of a 30 fps camera, every other one of a faster source
 HEADLESS_HINT = "install opencv-python or python3-opencv, or run with --headless"
 
 
@@ -169,12 +173,16 @@ class KeyControlled:
 class DisplaySink(KeyControlled):
     """Shows ``draw_overlay`` output in an OpenCV window and reacts to keys (see the module doc)."""
 
-    def __init__(self, window: str = "edge-app", snapshot_dir: Path | None = None, *, show_stats: bool = True) -> None:
+    def __init__(self, window: str = "edge-app", snapshot_dir: Path | None = None, *, show_stats: bool = True,
+                 min_repaint_s: float = MIN_REPAINT_S) -> None:
         check_gui()
         self.window = window
         self.show_stats = show_stats
         self.controls = KeyControls(snapshot_dir)
         self.shown: np.ndarray | None = None
+        self.min_repaint_s = min_repaint_s
+        self.decoded = 0  # compressed frames decoded at full size to be shown (--decode reduced)
+        self._next_paint = 0.0
         self._index = 0
         self._closed = False
         try:
@@ -183,10 +191,31 @@ class DisplaySink(KeyControlled):
             msg = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
             raise OutputError(f"cannot open a window: {msg}; {HEADLESS_HINT}") from exc
 
+    def _due(self) -> bool:
+        """Whether to repaint now: at most one repaint every ``min_repaint_s`` (a faster source's frames between are not drawn)."""
+        now = time.monotonic()
+        if self._closed or now < self._next_paint:
+            return False
+        self._next_paint = now + self.min_repaint_s
+        return True
+
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        if self._closed:
+        if not self._due():
             return
         if not self.paused:
+            self.shown = draw_overlay(frame, result, show_stats=self.show_stats)
+            self._index = result.index
+        self._show()
+
+    def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
+        """``--decode reduced``: the model saw a small decode; the window decodes in full only the frames it repaints."""
+        if not self._due():
+            return
+        if not self.paused:
+            frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
+            if frame is None:
+                raise OutputError(f"frame {result.index}: the camera's JPEG data does not decode; the window keeps the last good frame")
+            self.decoded += 1
             self.shown = draw_overlay(frame, result, show_stats=self.show_stats)
             self._index = result.index
         self._show()

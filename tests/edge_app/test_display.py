@@ -116,6 +116,33 @@ def test_real_window_under_xvfb(tmp_path: Path, shown: np.ndarray) -> None:
     assert out.stdout.strip().endswith("ok 1")
 
 
+@pytest.mark.skipif(opencv_gui_backend() is None, reason="the installed OpenCV is opencv-python-headless (no GUI); the error path is tested instead")
+@pytest.mark.skipif(XVFB is None, reason="xvfb-run is not installed (apt-get install xvfb)")
+def test_a_window_with_reduced_decoding_decodes_in_full_only_what_it_repaints(tmp_path: Path, cifar10_val: Dataset, write_video) -> None:
+    """The real app with a real window under Xvfb on an MJPG file read as fast as it goes: the model gets 1/4-scale frames,
+    the window shows full 640x480 ones, decoded only for its repaints (at most 50 a second), not for all 300 frames."""
+    video = write_video(tmp_path / "clip.avi", cifar10_val.x[:100], repeat=3)
+    code = (
+        "import logging, time\n"
+        "from edge_app.app import App\n"
+        "from edge_app.config import load_config\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        f"app = App(load_config(None, {{'source': [{str(video)!r}], 'decode': 'reduced', 'stats_interval': 0.0}}), handle_signals=False)\n"
+        "t = time.monotonic()\n"
+        "assert app.run() == 0\n"
+        "took = time.monotonic() - t\n"
+        "print('shown', app.display.shown.shape, 'decoded', app.display.decoded, 'frames', app.frames, 'seconds', round(took, 2))\n"
+        "assert app.display.shown.shape == (480, 640, 3) and app.frames == 300\n"
+        "assert 1 <= app.display.decoded <= 50 * took + 1 < 300, (app.display.decoded, took)\n"
+    )
+    assert XVFB is not None
+    out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "at 1/4 scale" in out.stderr and "ignored" not in out.stderr, out.stderr
+    print(out.stdout.strip())  # pytest -rP shows it
+    assert out.stdout.strip().startswith("shown (480, 640, 3)")
+
+
 def test_x_display_probe_on_a_real_x_server_and_on_none() -> None:
     """libxcb connects to a real Xvfb and fails, without aborting the process, where no X server listens."""
     assert XVFB is not None, "xvfb-run is not installed (apt-get install xvfb; tests/setup.sh installs it)"
