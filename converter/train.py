@@ -54,6 +54,8 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.2
     augment: bool | None = None  # flip+translate; default: on for edge, off for paper (the paper's recipe)
+    translate: int | None = None  # edge: px of random reflect translation (default: 2 at 32 px, size / 16 above)
+    cutout: int = 0  # edge: a random square of this many px per side set to the data's mean colour (airbench96's Cutout); 0: none
     precision: str = "auto"
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
@@ -108,6 +110,19 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, pad: int = 2, flip: n
             if sel.size:
                 out[sel] = padded[sel, sy : sy + h, sx : sx + w]
     return out
+
+
+def cutout_batch(x: np.ndarray, rng: np.random.Generator, size: int, fill: np.ndarray) -> np.ndarray:
+    """A ``size`` x ``size`` square at a random place (its centre anywhere in the image, clipped at the edges) set to ``fill``."""
+    n, h, w, _ = x.shape
+    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    y0, x0 = np.clip(cy - size // 2, 0, h), np.clip(cx - size // 2, 0, w)
+    y1, x1 = np.clip(cy - size // 2 + size, 0, h), np.clip(cx - size // 2 + size, 0, w)
+    rows, cols = np.arange(h)[None, :], np.arange(w)[None, :]
+    in_rows = (rows >= np.asarray(y0)[:, None]) & (rows < np.asarray(y1)[:, None])
+    in_cols = (cols >= np.asarray(x0)[:, None]) & (cols < np.asarray(x1)[:, None])
+    mask = in_rows[:, :, None] & in_cols[:, None, :]
+    return np.where(mask[..., None], fill.astype(x.dtype), x)
 
 
 @keras.saving.register_keras_serializable(package="edge_recognition")
@@ -340,6 +355,10 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
     features = cfg.features()
     one_hot = cfg.arch == "edge"
+    if cfg.cutout < 0 or (cfg.translate or 0) < 0 or cfg.cutout > min(train.image_shape[:2]):
+        raise DataError(f"--cutout {cfg.cutout} / --translate {cfg.translate}: use 0 or more px, a cutout no larger than the "
+                        f"{train.image_shape[0]}x{train.image_shape[1]} images (airbench96: --cutout 12 --translate 4)")
+    fill = train.x[:: max(1, len(train) // 2000)].reshape(-1, train.image_shape[-1]).mean(0).round()  # the mean colour, for cutout
 
     def targets(y: np.ndarray) -> np.ndarray:
         return np.eye(n_cls, dtype=np.float32)[y] if one_hot else y
@@ -360,7 +379,10 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             order = self.rng.permutation(len(train))
             x = train.x[order]
             flip = alternating_flips(len(train), self.epoch, cfg.seed)[order] if "alt-flip" in features else None
-            self.x = augment_batch(x, self.rng, pad=max(2, train.image_shape[0] // 16), flip=flip) if cfg.augments() else x
+            pad = cfg.translate if cfg.translate is not None else max(2, train.image_shape[0] // 16)
+            self.x = augment_batch(x, self.rng, pad=pad, flip=flip) if cfg.augments() else x
+            if cfg.cutout and cfg.augments():
+                self.x = cutout_batch(self.x, self.rng, cfg.cutout, fill)
             self.y = targets(train.y[order])
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -500,6 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit-per-class", type=int, help="train on at most N images of each class (quick runs)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flip and translate training images (default: on for edge, off for paper, as in the paper)")
+    p.add_argument("--translate", type=int, metavar="PX", help="edge: random reflect translation by up to PX (default 2 at 32 px, size / 16 above)")
+    p.add_argument("--cutout", type=int, default=0, metavar="PX",
+                   help="edge: blank a random PX x PX square of each training image with the mean colour (airbench96's Cutout; e.g. 12)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
     p.add_argument("--recipe", choices=["airbench", "classic"], default="classic",
@@ -612,7 +637,7 @@ def _main(args: argparse.Namespace) -> int:
             arch=arch, epochs=args.epochs or (AirbenchHyper.epochs if airbench else 16), batch_size=args.batch_size, lr=args.lr,
             recipe=args.recipe, without=without,
             augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
-            precision=args.precision, seed=args.seed, widths=widths,
+            precision=args.precision, seed=args.seed, widths=widths, translate=args.translate, cutout=args.cutout,
         )
         report = train_model(cfg, train, val, args.out, strategy=strategy)
         if "worker" in report:

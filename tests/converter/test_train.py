@@ -16,7 +16,7 @@ import pytest
 
 from converter.data import Dataset
 from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
-from converter.train import main
+from converter.train import cutout_batch, main
 
 
 def test_tiny_edge_run_learns_and_writes_its_artefacts(tiny_edge_run: tuple[Path, dict[str, object]], fmnist_small: tuple[Dataset, Dataset]) -> None:
@@ -60,6 +60,27 @@ def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("train-model: error: dataset not found")
+
+
+def test_cutout_blanks_one_clipped_square_per_real_image_with_the_fill(cifar10_val: Dataset) -> None:
+    x = cifar10_val.x[:200]
+    fill = np.array([125, 123, 114])
+    out = cutout_batch(x, np.random.default_rng(0), 12, fill)
+    changed = np.any(out != x, axis=-1)  # pixels the square replaced (a pixel already of the fill colour does not show)
+    blank = np.all(out == fill.astype(np.uint8), axis=-1)
+    assert out.dtype == np.uint8 and out.shape == x.shape and not np.any(changed & ~blank)
+    areas = blank.sum(axis=(1, 2))
+    assert areas.max() == 144 and 36 <= areas.min() < 144  # whole squares inside, quarter squares at the corners
+    rows, cols = np.nonzero(blank[int(np.argmax(areas))])
+    assert rows.max() - rows.min() == 11 and cols.max() - cols.min() == 11 and len(rows) == 144  # one 12x12 square
+
+
+def test_a_cutout_larger_than_the_images_is_refused_in_one_line(tmp_path: Path, shared_datasets: Path) -> None:
+    cmd = [sys.executable, "-m", "converter.train", "--data", str(shared_datasets / "cifar10-train.tar.gz"), "--arch", "edge", "--cutout", "40",
+           "--limit-per-class", "20", "--epochs", "1", "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--cutout 40 / --translate None: use 0 or more px, a cutout no larger than the 32x32 images" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tuple[Path, dict[str, object]]) -> None:
