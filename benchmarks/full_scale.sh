@@ -30,7 +30,7 @@ r = json.load(open(f"{run}/train_report.json"))
 e = json.load(open(f"{run}/evaluation.json"))
 m = json.load(open(f"{run}/bundle/manifest.json"))
 json.dump({"run": name, "widths": r["config"]["widths"], "epochs": r["config"]["epochs"], "precision": r["precision"],
-           "features": r["features"], "train_images": r["train_images"], "val_images": r["val_images"],
+           "features": r["features"], "cutout": r["config"].get("cutout", 0), "translate": r["config"].get("translate"), "train_images": r["train_images"], "val_images": r["val_images"],
            "float": r["val_accuracy"], "int8": m["accuracy"]["int8"], "int8_tta": e.get("tta_accuracy"),
            "latency_ms_1_thread": e["latency_ms"], "params": r["params"], "macs": r["macs"], "size_bytes": m["size_bytes"],
            "train_seconds": r["train_seconds"], "machine": machine, "date": r["date"]}, open(dest, "w"), indent=1)
