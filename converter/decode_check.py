@@ -35,6 +35,7 @@ from converter.data import load_dataset, stratified_sample, train_val
 from converter.errors import DataError, ModelError
 from edge_app.errors import ModelError as DeviceModelError
 from edge_app.model import Classifier, Manifest, resolve_model
+from edge_app.sources.opencv import REDUCED_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ JPEG_QUALITY = 90  # MJPEG cameras send 80-95
 SECOND_QUALITY = 85  # the same frame re-encoded: a second full-size pipeline, whose agreement is the noise floor
 MIN_AGREEMENT = 0.99  # same top-1 as full decoding on at least this share of frames...
 SLACK = 0.01  # ...or, where even a second full-size decode agrees less often, within this of it
-FACTORS = (2, 4, 8)  # what cv2.imdecode's IMREAD_REDUCED_COLOR_N offers
-FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+FACTORS = tuple(sorted(REDUCED_FLAGS))  # what the device's OpenCVSource decodes at: 2, 4, 8
+FLAGS = {1: cv2.IMREAD_COLOR, **REDUCED_FLAGS}
 
 
 def camera_frames(images: np.ndarray, frame_hw: tuple[int, int] = FRAME_HW, quality: int = JPEG_QUALITY) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -358,7 +358,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     if cfg.cutout < 0 or (cfg.translate or 0) < 0 or cfg.cutout > min(train.image_shape[:2]):
         raise DataError(f"--cutout {cfg.cutout} / --translate {cfg.translate}: use 0 or more px, a cutout no larger than the "
                         f"{train.image_shape[0]}x{train.image_shape[1]} images (airbench96: --cutout 12 --translate 4)")
-    fill = train.x[:: max(1, len(train) // 2000)].reshape(-1, train.image_shape[-1]).mean(0).round()  # the mean colour, for cutout
+    fill = train.x[:: max(1, len(train) // 2000)].reshape(-1, train.image_shape[-1]).mean(0).round() if cfg.cutout else None  # mean colour
 
     def targets(y: np.ndarray) -> np.ndarray:
         return np.eye(n_cls, dtype=np.float32)[y] if one_hot else y
@@ -381,7 +381,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             flip = alternating_flips(len(train), self.epoch, cfg.seed)[order] if "alt-flip" in features else None
             pad = cfg.translate if cfg.translate is not None else max(2, train.image_shape[0] // 16)
             self.x = augment_batch(x, self.rng, pad=pad, flip=flip) if cfg.augments() else x
-            if cfg.cutout and cfg.augments():
+            if fill is not None and cfg.augments():
                 self.x = cutout_batch(self.x, self.rng, cfg.cutout, fill)
             self.y = targets(train.y[order])
 

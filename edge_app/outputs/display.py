@@ -200,22 +200,24 @@ class DisplaySink(KeyControlled):
         return True
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        if not self._due():
-            return
-        if not self.paused:
-            self.shown = draw_overlay(frame, result, show_stats=self.show_stats)
-            self._index = result.index
-        self._show()
+        if self._due():
+            self._repaint(frame, result)
 
     def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
         """``--decode reduced``: the model saw a small decode; the window decodes in full only the frames it repaints."""
         if not self._due():
             return
+        frame = None
         if not self.paused:
             frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
             if frame is None:
                 raise OutputError(f"frame {result.index}: the camera's JPEG data does not decode; the window keeps the last good frame")
             self.decoded += 1
+        self._repaint(frame, result)
+
+    def _repaint(self, frame: np.ndarray | None, result: FrameResult) -> None:
+        """Draw ``frame`` (unless paused: the frozen frame stays) and show it; keys and repaint."""
+        if frame is not None and not self.paused:
             self.shown = draw_overlay(frame, result, show_stats=self.show_stats)
             self._index = result.index
         self._show()

@@ -91,6 +91,12 @@ def test_snapshot_to_an_unwritable_place_is_logged_not_raised(tmp_path: Path, sh
 XVFB = shutil.which("xvfb-run")
 
 
+def under_xvfb(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -c code`` in the checkout, on a fresh Xvfb display."""
+    assert XVFB is not None, "xvfb-run is not installed (apt-get install xvfb; tests/setup.sh installs it)"
+    return subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 @pytest.mark.skipif(opencv_gui_backend() is None, reason="the installed OpenCV is opencv-python-headless (no GUI); the error path is tested instead")
 @pytest.mark.skipif(XVFB is None, reason="xvfb-run is not installed (apt-get install xvfb)")
 def test_real_window_under_xvfb(tmp_path: Path, shown: np.ndarray) -> None:
@@ -110,8 +116,7 @@ def test_real_window_under_xvfb(tmp_path: Path, shown: np.ndarray) -> None:
         "sink.controls.handle(ord('s'), sink.shown)\n"
         "sink.close()\nprint('ok', len(sink.controls.snapshots))\n"
     )
-    assert XVFB is not None
-    out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    out = under_xvfb(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok 1")
 
@@ -135,8 +140,7 @@ def test_a_window_with_reduced_decoding_decodes_in_full_only_what_it_repaints(tm
         "assert app.display.shown.shape == (480, 640, 3) and app.frames == 300\n"
         "assert 1 <= app.display.decoded <= 50 * took + 1 < 300, (app.display.decoded, took)\n"
     )
-    assert XVFB is not None
-    out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    out = under_xvfb(code, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "at 1/4 scale" in out.stderr and "ignored" not in out.stderr, out.stderr
     print(out.stdout.strip())  # pytest -rP shows it
@@ -145,9 +149,8 @@ def test_a_window_with_reduced_decoding_decodes_in_full_only_what_it_repaints(tm
 
 def test_x_display_probe_on_a_real_x_server_and_on_none() -> None:
     """libxcb connects to a real Xvfb and fails, without aborting the process, where no X server listens."""
-    assert XVFB is not None, "xvfb-run is not installed (apt-get install xvfb; tests/setup.sh installs it)"
     code = "import os\nfrom edge_app.outputs.display import x_display_error\nprint(x_display_error(os.environ['DISPLAY']))\n"
-    out = subprocess.run([XVFB, "-a", sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    out = under_xvfb(code)
     assert out.returncode == 0 and out.stdout.strip() == "None", out.stdout + out.stderr
     assert "no X server answers there" in (x_display_error(unused_display()) or "")
 
