@@ -171,8 +171,9 @@ def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_
     full = benchmark(str(video), frames=80, invoke_runs=20)
     reduced = benchmark(str(video), frames=80, invoke_runs=20, decode="reduced")
     assert full.decode is not None and reduced.decode is not None
-    # decoding 640x480 MJPEG at 1/8 scale is several times cheaper than at full size (about 4x here)
-    assert reduced.decode.cpu_ms_per_frame * 2 < full.decode.cpu_ms_per_frame
+    # the shipped model's measured cover (3.75) decodes 640x480 MJPEG at 1/4 scale: about half the CPU of a full decode
+    # (1.7-2.1x on the machines we measured), so a clear margin rather than a precise ratio
+    assert reduced.decode.cpu_ms_per_frame * 1.4 < full.decode.cpu_ms_per_frame
     assert reduced.pipeline.cpu_ms_per_frame < full.pipeline.cpu_ms_per_frame
     assert reduced.naive.frames == full.naive.frames == 80  # the naive loop is the same in both
 
