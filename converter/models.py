@@ -7,7 +7,8 @@ int8 TFLite model is fed camera pixels directly.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import keras
 import numpy as np
@@ -80,6 +81,22 @@ class EdgeSpec:
     whiten_norm: bool = False  # compute the whitening on normalised pixels (airbench), see whitening_kernel
     whiten_eps: float = 5e-4
     train_whiten_bias: bool = False  # the whitening conv stays trainable; AirbenchSGD freezes its kernel and later its bias
+    activation: str = "relu"  # "gelu": airbench's activation (int8 on CPU via a lookup table; the Edge TPU has no GELU)
+    pool_before_bn: bool = False  # each group's first conv is pooled before its batch norm (airbench: statistics of the pooled map)
+
+
+ACTIVATIONS = ("relu", "gelu")
+
+
+def inference_spec(spec: EdgeSpec) -> EdgeSpec:
+    """The spec whose graph computes the same function as ``spec``'s with batch norm right after each conv (foldable for int8).
+
+    Pool-then-BN-ReLU equals BN-ReLU-then-pool when every batch-norm scale is positive, which frozen
+    batch-norm weights (``bn_scale=False``) guarantee; with trained weights a scale may be negative, so the
+    order stays as trained.
+    """
+    monotone = spec.activation == "relu"  # GELU dips below zero, so it does not commute with max pooling
+    return replace(spec, pool_before_bn=False) if spec.pool_before_bn and not spec.bn_scale and monotone else spec
 
 
 def edge_blocks_for(size: int) -> int:
@@ -99,6 +116,11 @@ def edge_cnn(
     of ``conv3x3-BN-ReLU-maxpool-conv3x3-BN-ReLU``, global max pooling, a bias-free dense layer
     and softmax. Batch norm directly follows each conv so the converter folds it; shapes are
     static. For inputs larger than 32 px, extra conv groups keep the receptive field.
+
+    ``spec.pool_before_bn`` trains airbench's order, ``conv3x3-maxpool-BN-ReLU``: the batch norm's statistics
+    are those of the pooled map. With batch-norm weights frozen at one, BN and ReLU are increasing in each
+    channel and commute with max pooling, so the same weights in the default order compute the same function
+    and fold for int8 (``inference_spec``).
     """
     h, w, c = input_shape
     n_blocks = edge_blocks_for(min(h, w))
@@ -112,13 +134,23 @@ def edge_cnn(
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     whiten = layers.Conv2D(whiten_width, spec.whiten_size, padding="valid", name="whiten", dtype="float32")
     x = whiten(x)
-    x = layers.ReLU(name="whiten_relu", dtype="float32")(x)
+    if spec.activation not in ACTIVATIONS:
+        raise ValueError(f"activation {spec.activation!r}: choose {' or '.join(ACTIVATIONS)}")
+
+    def act(prefix: str, suffix: str = "", **kw: Any) -> Any:
+        name = f"{prefix}_{spec.activation}{suffix}"
+        return layers.ReLU(name=name, **kw) if spec.activation == "relu" else layers.Activation("gelu", name=name, **kw)
+
+    x = act("whiten", dtype="float32")(x)
     for i, width in enumerate(widths[:n_blocks]):
         for j in range(2):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_regularizer=reg, name=f"b{i}_conv{j}")(x)
+            pool_first = j == 0 and spec.pool_before_bn
+            if pool_first:
+                x = layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
             x = layers.BatchNormalization(momentum=spec.bn_momentum, epsilon=spec.bn_eps, scale=spec.bn_scale, name=f"b{i}_bn{j}")(x)
-            x = layers.ReLU(name=f"b{i}_relu{j}")(x)
-            if j == 0:
+            x = act(f"b{i}", str(j))(x)
+            if j == 0 and not pool_first:
                 x = layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
     x = layers.GlobalMaxPooling2D(name="pool")(x)
     x = layers.Dense(num_classes, use_bias=False, kernel_regularizer=reg, name="logits")(x)

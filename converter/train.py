@@ -35,7 +35,7 @@ from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
 from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worker, worker_count, worker_index
 from converter.errors import DataError
-from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
+from converter.models import ACTIVATIONS, EdgeSpec, count_macs, edge_cnn, inference_spec, paper_cnn
 from converter.transfer import TransferConfig, train_transfer
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class TrainConfig:
     precision: str = "auto"
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
+    activation: str = "relu"  # edge: "gelu" for airbench's activation (CPU int8 only: the Edge TPU has no GELU)
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
     init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
     resume: bool = False  # continue the interrupted run in the output folder from its resume.keras
@@ -80,11 +81,11 @@ class TrainConfig:
 
     def edge_spec(self) -> EdgeSpec:
         if not self.airbench():
-            return EdgeSpec(widths=self.widths)
+            return EdgeSpec(widths=self.widths, activation=self.activation)
         on = self.features()
         bn = "bn-bias-lr" in on
-        return EdgeSpec(widths=self.widths, weight_decay=0.0, bn_momentum=0.6 if bn else 0.9, bn_scale=not bn,
-                        whiten_norm="whiten-norm" in on, train_whiten_bias="whiten-norm" in on)
+        return EdgeSpec(widths=self.widths, activation=self.activation, weight_decay=0.0, bn_momentum=0.6 if bn else 0.9, bn_scale=not bn,
+                        whiten_norm="whiten-norm" in on, train_whiten_bias="whiten-norm" in on, pool_before_bn="pool-bn" in on)
 
 
 def cpu_has_bf16() -> bool:
@@ -316,10 +317,10 @@ def _build_before_fit(model: Any, strategy: Any, batch: tuple[np.ndarray, np.nda
 
 
 def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
-    """Rebuild ``model`` under the float32 policy (mixed-precision layers do not convert)."""
+    """Rebuild ``model`` under the float32 policy (mixed-precision layers do not convert), batch norm next to its conv for int8."""
     keras.mixed_precision.set_global_policy("float32")
     n_cls = len(train.classes)
-    clean = paper_cnn(train.image_shape, n_cls) if cfg.arch == "paper" else edge_cnn(train.image_shape, n_cls, cfg.edge_spec())
+    clean = paper_cnn(train.image_shape, n_cls) if cfg.arch == "paper" else edge_cnn(train.image_shape, n_cls, inference_spec(cfg.edge_spec()))
     clean.set_weights(model.get_weights())
     return clean
 
@@ -527,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edge: blank a random PX x PX square of each training image with the mean colour (airbench96's Cutout; e.g. 12)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="edge: relu (default; int8 and Edge TPU) or gelu (airbench's; int8 on CPU only, the Edge TPU has no GELU)")
     p.add_argument("--recipe", choices=["airbench", "classic"], default="classic",
                    help="edge: airbench (airbench94's recipe and training features, final weights) or classic (the first "
                    "shipped model's: batch 256, SGD 0.2, EMA, best epoch)")
@@ -638,6 +641,7 @@ def _main(args: argparse.Namespace) -> int:
             recipe=args.recipe, without=without,
             augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
             precision=args.precision, seed=args.seed, widths=widths, translate=args.translate, cutout=args.cutout,
+            activation=args.activation,
         )
         report = train_model(cfg, train, val, args.out, strategy=strategy)
         if "worker" in report:

@@ -11,7 +11,7 @@ import pytest
 from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, alternating_flips, dirac_init, resolve_features
 from converter.data import Dataset
 from converter.errors import DataError
-from converter.models import EdgeSpec, edge_cnn, whitening_kernel
+from converter.models import EdgeSpec, edge_cnn, inference_spec, whitening_kernel
 from converter.train import TrainConfig
 
 AIRBENCH_SPEC = EdgeSpec(widths=(8, 16, 16), weight_decay=0.0, bn_momentum=0.6, bn_scale=False, whiten_norm=True, train_whiten_bias=True)
@@ -124,6 +124,7 @@ def test_the_recipe_switches_each_feature_and_rejects_unknown_ones() -> None:
     assert full.features() == frozenset(FEATURES) and full.resolved_batch() == 1024
     spec = full.edge_spec()
     assert (spec.bn_momentum, spec.bn_scale, spec.whiten_norm, spec.weight_decay) == (0.6, False, True, 0.0)
+    assert spec.pool_before_bn and not TrainConfig(recipe="airbench", without=("pool-bn",)).edge_spec().pool_before_bn
     off = TrainConfig(recipe="airbench", without=("bn-bias-lr", "whiten-norm"))
     assert off.features() == frozenset(FEATURES) - {"bn-bias-lr", "whiten-norm"}
     assert off.edge_spec().bn_scale and not off.edge_spec().whiten_norm
@@ -164,3 +165,42 @@ def test_under_mixed_bfloat16_pixels_and_whitening_stay_float32() -> None:
         keras.mixed_precision.set_global_policy("float32")
     assert policies["rescale"] == policies["whiten"] == policies["whiten_relu"] == "float32"
     assert policies["b0_conv0"] == "mixed_bfloat16" and policies["probs"] == "float32"
+
+
+def _trained_like(model: keras.Model, rng: np.random.Generator) -> None:
+    """Batch-norm biases and statistics away from their initial values, as after training."""
+    weights = []
+    for w in model.weights:
+        v = keras.ops.convert_to_numpy(w)
+        if w.path.endswith(("beta", "moving_mean")):
+            v = rng.normal(0, 0.5, v.shape).astype(np.float32)
+        elif w.path.endswith("moving_variance"):
+            v = rng.uniform(0.2, 3.0, v.shape).astype(np.float32)
+        weights.append(v)
+    model.set_weights(weights)
+
+
+def test_pool_before_bn_trains_airbench_order_and_saves_the_same_function_in_foldable_order(cifar10: Dataset) -> None:
+    spec = EdgeSpec(**{**AIRBENCH_SPEC.__dict__, "pool_before_bn": True})
+    trained = edge_cnn((32, 32, 3), 10, spec, sample=cifar10.x[:500])
+    names = [layer.name for layer in trained.layers]
+    assert names.index("b0_pool") < names.index("b0_bn0")  # statistics of the pooled map while training
+    _trained_like(trained, np.random.default_rng(0))
+    saved = edge_cnn((32, 32, 3), 10, inference_spec(spec))
+    names = [layer.name for layer in saved.layers]
+    assert names.index("b0_bn0") == names.index("b0_conv0") + 1  # batch norm right after its conv: folds for int8
+    saved.set_weights(trained.get_weights())
+    x = cifar10.x[:64].astype(np.float32)
+    np.testing.assert_allclose(saved.predict(x, verbose=0), trained.predict(x, verbose=0), atol=1e-6)
+    # with trainable batch-norm weights a scale may be negative (max pooling does not commute): the order stays
+    assert inference_spec(EdgeSpec(pool_before_bn=True, bn_scale=True)).pool_before_bn
+    assert inference_spec(EdgeSpec(pool_before_bn=True, bn_scale=False, activation="gelu")).pool_before_bn
+
+
+def test_gelu_is_airbench_activation_and_anything_else_is_refused() -> None:
+    model = edge_cnn((16, 16, 3), 4, EdgeSpec(widths=(8, 16, 16), activation="gelu"))
+    names = [layer.name for layer in model.layers]
+    assert "whiten_gelu" in names and "b2_gelu1" in names and not any("relu" in n for n in names)
+    assert TrainConfig(recipe="airbench", activation="gelu").edge_spec().activation == "gelu"
+    with pytest.raises(ValueError, match="activation 'swish': choose relu or gelu"):
+        edge_cnn((16, 16, 3), 4, EdgeSpec(activation="swish"))

@@ -168,6 +168,9 @@ def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_im
     report = json.loads((out / "train_report.json").read_text())
     assert report["train_images"] == 600 and report["val_images"] == 0 and report["val_accuracy"] is None
     assert "val_accuracy" not in json.loads((out / "history.json").read_text()) and (out / "model.keras").is_file()
+    assert "pool-bn" in report["features"]  # trained pool-then-BN, saved with batch norm next to its conv (foldable)
+    names = [layer.name for layer in keras.models.load_model(out / "model.keras", compile=False).layers]
+    assert names.index("b0_bn0") == names.index("b0_conv0") + 1 and names.index("b0_pool") > names.index("b0_relu0")
     conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
                            "--out", str(tmp_path / "bundle"), "--eval-limit", "200", "--calib-images", "50", "--allow-drop"],
                           check=False, capture_output=True, text=True, timeout=300)
