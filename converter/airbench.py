@@ -2,7 +2,7 @@
 
 The recipe follows Keller Jordan's airbench94 (batch 1024, Nesterov SGD with momentum 0.85, learning
 rate and weight decay expressed per 1024 examples, warm-up over 23 % of the steps from 0.2x to the
-peak, then linear decay to 0.07x, label smoothing 0.2, final weights) with its five largest training features and its conv group's batch-norm order:
+peak, then linear decay to 0.07x, label smoothing 0.2, final weights) with its five largest features:
 
 * ``bn-bias-lr``: batch-norm biases learn 64x faster (decay not scaled), batch-norm weights frozen at
   one, batch-norm momentum 0.6;
@@ -12,11 +12,11 @@ peak, then linear decay to 0.07x, label smoothing 0.2, final weights) with its f
 * ``alt-flip``: each image is flipped at random once, then flipped the other way on every other
   epoch (instead of a fresh coin each epoch), with 2 px reflect translation;
 * ``whiten-norm``: the patch-whitening conv is computed on per-channel normalised pixels (then folded
-  back onto 0-1 pixels) and its bias trains for the first 3 epochs;
-* ``pool-bn``: in each conv group the first batch norm follows the max pooling, as in airbench's
-  ``ConvGroup``, so it normalises the pooled map (about half its units then pass the ReLU at the start,
-  against most of them when it normalises before pooling); with the batch-norm weights frozen the saved
-  model is the same function in conv-BN-ReLU-pool order, so int8 folding and latency are unchanged.
+  back onto 0-1 pixels) and its bias trains for the first 3 epochs.
+
+airbench's conv-group order (max pooling before the first batch norm) and its GELU are architecture
+options of the edge CNN (``train-model --pool-before-bn``, ``--activation gelu``, converter.models),
+off by default: neither measured better here (README).
 
 Everything here is ReLU, batch norm folded into the preceding conv, so the int8 and Edge TPU path is
 unchanged. Keras (any backend) only: an optimizer subclass and a callback.
@@ -41,7 +41,6 @@ FEATURES: dict[str, str] = {
     "lookahead": "lookahead weight averaging, batch-norm statistics included",
     "alt-flip": "alternating horizontal flips across epochs",
     "whiten-norm": "whitening on normalised pixels, its bias trained for the first epochs",
-    "pool-bn": "each group's first batch norm after its pooling (airbench's order; saved in the equivalent conv-BN-pool order)",
 }
 
 

@@ -60,6 +60,7 @@ class TrainConfig:
     seed: int = 0
     widths: tuple[int, ...] = (64, 128, 128)
     activation: str = "relu"  # edge: "gelu" for airbench's activation (CPU int8 only: the Edge TPU has no GELU)
+    pool_before_bn: bool = False  # edge, airbench recipe: airbench's conv-group order (max pool, then batch norm); saved foldable
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
     init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
     resume: bool = False  # continue the interrupted run in the output folder from its resume.keras
@@ -85,7 +86,7 @@ class TrainConfig:
         on = self.features()
         bn = "bn-bias-lr" in on
         return EdgeSpec(widths=self.widths, activation=self.activation, weight_decay=0.0, bn_momentum=0.6 if bn else 0.9, bn_scale=not bn,
-                        whiten_norm="whiten-norm" in on, train_whiten_bias="whiten-norm" in on, pool_before_bn="pool-bn" in on)
+                        whiten_norm="whiten-norm" in on, train_whiten_bias="whiten-norm" in on, pool_before_bn=self.pool_before_bn)
 
 
 def cpu_has_bf16() -> bool:
@@ -356,6 +357,9 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
     features = cfg.features()
     one_hot = cfg.arch == "edge"
+    if cfg.pool_before_bn and not cfg.airbench():
+        raise DataError("--pool-before-bn needs --arch edge --recipe airbench (its frozen batch-norm weights let the saved model "
+                        "fold batch norm into each conv); drop the flag or add --recipe airbench")
     if cfg.cutout < 0 or (cfg.translate or 0) < 0 or cfg.cutout > min(train.image_shape[:2]):
         raise DataError(f"--cutout {cfg.cutout} / --translate {cfg.translate}: use 0 or more px, a cutout no larger than the "
                         f"{train.image_shape[0]}x{train.image_shape[1]} images (airbench96: --cutout 12 --translate 4)")
@@ -528,6 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="edge: blank a random PX x PX square of each training image with the mean colour (airbench96's Cutout; e.g. 12)")
     p.add_argument("--no-ema", action="store_true", help="edge: do not average the weights (EMA) for validation and the saved model")
     p.add_argument("--widths", default="64,128,128", help="edge CNN conv widths")
+    p.add_argument("--pool-before-bn", action="store_true",
+                   help="edge, --recipe airbench: airbench's conv-group order, each group's first batch norm after its max pooling "
+                   "(the saved model is the same function in conv-BN-ReLU-pool order, so int8 and latency are unchanged)")
     p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
                    help="edge: relu (default; int8 and Edge TPU) or gelu (airbench's; int8 on CPU only, the Edge TPU has no GELU)")
     p.add_argument("--recipe", choices=["airbench", "classic"], default="classic",
@@ -641,7 +648,7 @@ def _main(args: argparse.Namespace) -> int:
             recipe=args.recipe, without=without,
             augment=args.augment, ema=not args.no_ema, init_from=str(args.init_from) if args.init_from else None, resume=args.resume,
             precision=args.precision, seed=args.seed, widths=widths, translate=args.translate, cutout=args.cutout,
-            activation=args.activation,
+            activation=args.activation, pool_before_bn=args.pool_before_bn,
         )
         report = train_model(cfg, train, val, args.out, strategy=strategy)
         if "worker" in report:

@@ -124,7 +124,7 @@ def test_the_recipe_switches_each_feature_and_rejects_unknown_ones() -> None:
     assert full.features() == frozenset(FEATURES) and full.resolved_batch() == 1024
     spec = full.edge_spec()
     assert (spec.bn_momentum, spec.bn_scale, spec.whiten_norm, spec.weight_decay) == (0.6, False, True, 0.0)
-    assert spec.pool_before_bn and not TrainConfig(recipe="airbench", without=("pool-bn",)).edge_spec().pool_before_bn
+    assert not spec.pool_before_bn and TrainConfig(recipe="airbench", pool_before_bn=True).edge_spec().pool_before_bn
     off = TrainConfig(recipe="airbench", without=("bn-bias-lr", "whiten-norm"))
     assert off.features() == frozenset(FEATURES) - {"bn-bias-lr", "whiten-norm"}
     assert off.edge_spec().bn_scale and not off.edge_spec().whiten_norm

@@ -162,13 +162,13 @@ def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_im
     base = ["--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge", "--widths", "8,16,16", "--epochs", "2",
             "--batch-size", "64", "--precision", "float32", "--val-fraction", "0", "--out", str(out)]
     assert main([*base, "--recipe", "classic"]) == 3  # classic picks its best validation epoch: refused
-    train = subprocess.run([sys.executable, "-m", "converter.train", *base, "--recipe", "airbench"],
+    train = subprocess.run([sys.executable, "-m", "converter.train", *base, "--recipe", "airbench", "--pool-before-bn"],
                            check=False, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     report = json.loads((out / "train_report.json").read_text())
     assert report["train_images"] == 600 and report["val_images"] == 0 and report["val_accuracy"] is None
     assert "val_accuracy" not in json.loads((out / "history.json").read_text()) and (out / "model.keras").is_file()
-    assert "pool-bn" in report["features"]  # trained pool-then-BN, saved with batch norm next to its conv (foldable)
+    assert report["config"]["pool_before_bn"]  # trained pool-then-BN, saved with batch norm next to its conv (foldable)
     names = [layer.name for layer in keras.models.load_model(out / "model.keras", compile=False).layers]
     assert names.index("b0_bn0") == names.index("b0_conv0") + 1 and names.index("b0_pool") > names.index("b0_relu0")
     conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
@@ -177,3 +177,11 @@ def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_im
     assert conv.returncode == 0, conv.stderr
     accuracy = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["accuracy"]
     assert accuracy["split"] == "training (seen in training)" and accuracy["images"] == 200
+
+
+def test_pool_before_bn_is_refused_without_the_airbench_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--data", "fashion-mnist", "--limit-per-class", "10", "--arch", "edge", "--widths", "8,16,16", "--epochs", "1",
+            "--recipe", "classic", "--pool-before-bn", "--out", str(tmp_path / "run")]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "--pool-before-bn needs --arch edge --recipe airbench" in err and "Traceback" not in err
