@@ -262,6 +262,12 @@ def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -
             f"--resume: {path} takes {'x'.join(map(str, shape))} images and {classes} classes, this data "
             f"{'x'.join(map(str, train.image_shape))} and {len(train.classes)}; resume with the run's own --data and --image-size"
         )
+    names = [layer.name for layer in model.layers]
+    if cfg.arch == "edge" and {"b0_conv0", "b0_pool", "b0_bn0"} <= set(names):
+        pooled_first, activation = names.index("b0_pool") < names.index("b0_bn0"), "gelu" if "whiten_gelu" in names else "relu"
+        if (pooled_first, activation) != (cfg.pool_before_bn, cfg.activation):
+            flags = " ".join((["--pool-before-bn"] if pooled_first else []) + [f"--activation {activation}"])
+            raise DataError(f"--resume: {path} was started as a different network ({flags}); resume with those flags")
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     initial_epoch = done_steps // steps_per_epoch
     lr = model.optimizer.get_config().get("learning_rate")

@@ -122,6 +122,10 @@ def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Pa
     other = subprocess.run([*base, "--epochs", "4", "--resume", "--image-size", "32"], check=False, capture_output=True, text=True, timeout=240)
     assert other.returncode != 0 and "resume with the run's own --data and --image-size" in other.stderr.strip().splitlines()[-1]
 
+    network = subprocess.run([*base, "--epochs", "4", "--resume", "--activation", "gelu"], check=False, capture_output=True, text=True, timeout=240)
+    assert network.returncode != 0 and network.stderr.strip().splitlines()[-1].endswith(
+        "was started as a different network (--activation relu); resume with those flags")
+
     done = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr
     assert f"resuming {out} at epoch {before['epoch'] + 1} of 4" in done.stderr
