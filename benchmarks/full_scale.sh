@@ -31,7 +31,8 @@ e = json.load(open(f"{run}/evaluation.json"))
 m = json.load(open(f"{run}/bundle/manifest.json"))
 json.dump({"run": name, "widths": r["config"]["widths"], "epochs": r["config"]["epochs"], "precision": r["precision"],
            "features": [f for f in r["features"] if f != "pool-bn"], "activation": r["config"].get("activation", "relu"),
-           "pool_before_bn": r["config"].get("pool_before_bn", "pool-bn" in r["features"]),  # runs of 2026-12-04 02:00-03:00 named it a feature "cutout": r["config"].get("cutout", 0), "translate": r["config"].get("translate"), "train_images": r["train_images"], "val_images": r["val_images"],
+           # runs trained on 2026-12-04 before --pool-before-bn was a flag listed it as the feature "pool-bn"
+           "pool_before_bn": r["config"].get("pool_before_bn", "pool-bn" in r["features"]), "cutout": r["config"].get("cutout", 0), "translate": r["config"].get("translate"), "train_images": r["train_images"], "val_images": r["val_images"],
            "float": r["val_accuracy"], "int8": m["accuracy"]["int8"], "int8_tta": e.get("tta_accuracy"),
            "latency_ms_1_thread": e["latency_ms"], "params": r["params"], "macs": r["macs"], "size_bytes": m["size_bytes"],
            "train_seconds": r["train_seconds"], "machine": machine, "date": r["date"]}, open(dest, "w"), indent=1)
