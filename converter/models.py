@@ -99,6 +99,14 @@ def inference_spec(spec: EdgeSpec) -> EdgeSpec:
     return replace(spec, pool_before_bn=False) if spec.pool_before_bn and not spec.bn_scale and monotone else spec
 
 
+def network_options(model: keras.Model) -> tuple[bool, str] | None:
+    """(pool_before_bn, activation) of an ``edge_cnn`` model, read from its layer order and names; None for any other model."""
+    names = [layer.name for layer in model.layers]
+    if not {"b0_conv0", "b0_pool", "b0_bn0"} <= set(names):
+        return None
+    return names.index("b0_pool") < names.index("b0_bn0"), "gelu" if "whiten_gelu" in names else "relu"
+
+
 def edge_blocks_for(size: int) -> int:
     """Three conv groups at 32 px (CIFAR-10), one more for each doubling of the input."""
     return 3 + max(0, int(np.log2(max(size, 32) / 32) + 0.5))
@@ -122,6 +130,8 @@ def edge_cnn(
     channel and commute with max pooling, so the same weights in the default order compute the same function
     and fold for int8 (``inference_spec``).
     """
+    if spec.activation not in ACTIVATIONS:
+        raise ValueError(f"activation {spec.activation!r}: choose {' or '.join(ACTIVATIONS)}")
     h, w, c = input_shape
     n_blocks = edge_blocks_for(min(h, w))
     widths = list(spec.widths) + [spec.widths[-1]] * (n_blocks - len(spec.widths))
@@ -134,8 +144,6 @@ def edge_cnn(
     x = layers.Rescaling(1.0 / 255, name="rescale", dtype="float32")(inputs)
     whiten = layers.Conv2D(whiten_width, spec.whiten_size, padding="valid", name="whiten", dtype="float32")
     x = whiten(x)
-    if spec.activation not in ACTIVATIONS:
-        raise ValueError(f"activation {spec.activation!r}: choose {' or '.join(ACTIVATIONS)}")
 
     def act(prefix: str, suffix: str = "", **kw: Any) -> Any:
         name = f"{prefix}_{spec.activation}{suffix}"

@@ -35,7 +35,7 @@ from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
 from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worker, worker_count, worker_index
 from converter.errors import DataError
-from converter.models import ACTIVATIONS, EdgeSpec, count_macs, edge_cnn, inference_spec, paper_cnn
+from converter.models import ACTIVATIONS, EdgeSpec, count_macs, edge_cnn, inference_spec, network_options, paper_cnn
 from converter.transfer import TransferConfig, train_transfer
 
 log = logging.getLogger(__name__)
@@ -262,12 +262,11 @@ def _resume(cfg: TrainConfig, train: Dataset, out: Path, steps_per_epoch: int) -
             f"--resume: {path} takes {'x'.join(map(str, shape))} images and {classes} classes, this data "
             f"{'x'.join(map(str, train.image_shape))} and {len(train.classes)}; resume with the run's own --data and --image-size"
         )
-    names = [layer.name for layer in model.layers]
-    if cfg.arch == "edge" and {"b0_conv0", "b0_pool", "b0_bn0"} <= set(names):
-        pooled_first, activation = names.index("b0_pool") < names.index("b0_bn0"), "gelu" if "whiten_gelu" in names else "relu"
-        if (pooled_first, activation) != (cfg.pool_before_bn, cfg.activation):
-            flags = " ".join((["--pool-before-bn"] if pooled_first else []) + [f"--activation {activation}"])
-            raise DataError(f"--resume: {path} was started as a different network ({flags}); resume with those flags")
+    started = network_options(model) if cfg.arch == "edge" else None
+    if started is not None and started != (cfg.pool_before_bn, cfg.activation):
+        pooled_first, activation = started
+        flags = " ".join((["--pool-before-bn"] if pooled_first else []) + [f"--activation {activation}"])
+        raise DataError(f"--resume: {path} was started as a different network ({flags}); resume with those flags")
     done_steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     initial_epoch = done_steps // steps_per_epoch
     lr = model.optimizer.get_config().get("learning_rate")
@@ -339,6 +338,9 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
     With a ``strategy`` (converter.distributed) the model is built and trained in its scope, data-parallel;
     only the chief worker writes to ``out``, the others keep their resume points in ``out/worker-N``.
     """
+    if cfg.pool_before_bn and not cfg.airbench():
+        raise DataError("--pool-before-bn needs --arch edge --recipe airbench (its frozen batch-norm weights let the saved model "
+                        "fold batch norm into each conv); drop the flag or add --recipe airbench")
     worker = worker_index(strategy)
     if worker:
         out = out / f"worker-{worker}"
@@ -363,9 +365,6 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             model, initial_epoch, past, seconds_before = build_and_compile(cfg, train), 0, {}, 0.0
     features = cfg.features()
     one_hot = cfg.arch == "edge"
-    if cfg.pool_before_bn and not cfg.airbench():
-        raise DataError("--pool-before-bn needs --arch edge --recipe airbench (its frozen batch-norm weights let the saved model "
-                        "fold batch norm into each conv); drop the flag or add --recipe airbench")
     if cfg.cutout < 0 or (cfg.translate or 0) < 0 or cfg.cutout > min(train.image_shape[:2]):
         raise DataError(f"--cutout {cfg.cutout} / --translate {cfg.translate}: use 0 or more px, a cutout no larger than the "
                         f"{train.image_shape[0]}x{train.image_shape[1]} images (airbench96: --cutout 12 --translate 4)")

@@ -172,7 +172,7 @@ def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_
     reduced = benchmark(str(video), frames=80, invoke_runs=20, decode="reduced")
     assert full.decode is not None and reduced.decode is not None
     # the shipped model's measured cover (3.75) decodes 640x480 MJPEG at 1/4 scale: about half the CPU of a full decode
-    # (1.7-2.1x on the machines we measured), so a clear margin rather than a precise ratio
+    # (0.23 against 0.46 ms in CI, 2026-12-04), so a clear margin rather than a precise ratio
     assert reduced.decode.cpu_ms_per_frame * 1.4 < full.decode.cpu_ms_per_frame
     assert reduced.pipeline.cpu_ms_per_frame < full.pipeline.cpu_ms_per_frame
     assert reduced.naive.frames == full.naive.frames == 80  # the naive loop is the same in both
