@@ -33,6 +33,9 @@ json.dump({"run": name, "widths": r["config"]["widths"], "epochs": r["config"]["
            "features": [f for f in r["features"] if f != "pool-bn"], "activation": r["config"].get("activation", "relu"),
            # runs trained on 2026-12-04 before --pool-before-bn was a flag listed it as the feature "pool-bn"
            "pool_before_bn": r["config"].get("pool_before_bn", "pool-bn" in r["features"]), "cutout": r["config"].get("cutout", 0), "translate": r["config"].get("translate"), "train_images": r["train_images"], "val_images": r["val_images"],
+           # train-model --teacher: the teachers (run names), their averaged accuracy on the carve, the target's weight and temperature
+           "teachers": None if not r.get("teachers") else {"runs": [t["model"].split("/")[-2] for t in r["teachers"]["models"]],
+               "val_accuracy": r["teachers"]["val_accuracy"], "weight": r["teachers"]["weight"], "temperature": r["teachers"]["temperature"]},
            "float": r["val_accuracy"], "int8": m["accuracy"]["int8"], "int8_tta": e.get("tta_accuracy"),
            "latency_ms_1_thread": e["latency_ms"], "params": r["params"], "macs": r["macs"], "size_bytes": m["size_bytes"],
            "train_seconds": r["train_seconds"], "machine": machine, "date": r["date"]}, open(dest, "w"), indent=1)
@@ -40,11 +43,12 @@ PY
 "$py" - "$out" <<'PY'
 import glob, json, sys
 all_features = {"alt-flip", "bn-bias-lr", "dirac", "lookahead", "whiten-norm"}
-print("| run | widths | epochs | precision | activation, order | features left out | carve float | int8 | int8, TTA | int8 latency, 1 thread (mean / p95) | train s | machine, date |")
-print("| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
+print("| run | widths | epochs | precision | activation, order | features left out | distilled from (their carve accuracy) | carve float | int8 | int8, TTA | int8 latency, 1 thread (mean / p95) | train s | machine, date |")
+print("| --- | --- | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
 for p in sorted(glob.glob(f"{sys.argv[1]}/*.json")):
     r = json.load(open(p))
-    lat, tta = r["latency_ms_1_thread"], r["int8_tta"]
-    print(f"| {r['run']} | {'/'.join(map(str, r['widths']))} | {r['epochs']} | {r['precision']} | {r.get('activation', 'relu')}{', pool-bn' if r.get('pool_before_bn') else ''} | {', '.join(sorted(all_features - set(r['features']))) or '-'} | {r['float']:.4f} | {r['int8']:.4f} | "
+    lat, tta, t = r["latency_ms_1_thread"], r["int8_tta"], r.get("teachers")
+    kd = f"{len(t['runs'])} runs ({t['val_accuracy']:.4f}), weight {t['weight']}, T {t['temperature']}" if t else "-"
+    print(f"| {r['run']} | {'/'.join(map(str, r['widths']))} | {r['epochs']} | {r['precision']} | {r.get('activation', 'relu')}{', pool-bn' if r.get('pool_before_bn') else ''} | {', '.join(sorted(all_features - set(r['features']))) or '-'} | {kd} | {r['float']:.4f} | {r['int8']:.4f} | "
           f"{'' if tta is None else f'{tta:.4f}'} | {lat['mean']:.2f} / {lat['p95']:.2f} ms | {r['train_seconds']:.0f} | {r['machine']}, {r['date']} |")
 PY

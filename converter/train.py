@@ -22,6 +22,7 @@ import platform
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -33,6 +34,7 @@ from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, 
 from converter.backbones import BACKBONES, default_size
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
+from converter.distill import check_classes, check_settings, load_teacher, probabilities, soft_targets, soften
 from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worker, worker_count, worker_index
 from converter.errors import DataError
 from converter.models import ACTIVATIONS, EdgeSpec, count_macs, edge_cnn, inference_spec, network_options, paper_cnn
@@ -64,6 +66,9 @@ class TrainConfig:
     ema: bool = True  # edge: validate and checkpoint an exponential moving average of the weights
     init_from: str | None = None  # transfer learning: start from the matching layers of this .keras model
     resume: bool = False  # continue the interrupted run in the output folder from its resume.keras
+    teacher: tuple[str, ...] = ()  # edge: distil from these models' averaged probabilities (converter.distill)
+    distill_weight: float = 0.7  # the teachers' share of each soft target, the rest the one-hot label
+    distill_temperature: float = 2.0
 
     def augments(self) -> bool:
         return self.arch == "edge" if self.augment is None else self.augment
@@ -332,12 +337,16 @@ def _float32_copy(model: Any, cfg: TrainConfig, train: Dataset) -> Any:
 
 
 def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbose: int | None = None, *,
-                strategy: Any = None) -> dict[str, Any]:
+                strategy: Any = None, soft: np.ndarray | None = None, teachers: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, keep the final weights (airbench) or the best epoch by validation accuracy, write the artefacts, return the report.
 
     With a ``strategy`` (converter.distributed) the model is built and trained in its scope, data-parallel;
     only the chief worker writes to ``out``, the others keep their resume points in ``out/worker-N``.
+    ``soft`` (one row per training image, edge CNN only) replaces the one-hot training targets: distillation
+    (converter.distill); ``teachers`` describes them in the report.
     """
+    if soft is not None and (cfg.arch != "edge" or soft.shape != (len(train), len(train.classes))):
+        raise ValueError("soft targets need the edge CNN and one row of class probabilities per training image")
     if cfg.pool_before_bn and not cfg.airbench():
         raise DataError("--pool-before-bn needs --arch edge --recipe airbench (its frozen batch-norm weights let the saved model "
                         "fold batch norm into each conv); drop the flag or add --recipe airbench")
@@ -393,7 +402,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
             self.x = augment_batch(x, self.rng, pad=pad, flip=flip) if cfg.augments() else x
             if fill is not None and cfg.augments():
                 self.x = cutout_batch(self.x, self.rng, cfg.cutout, fill)
-            self.y = targets(train.y[order])
+            self.y = targets(train.y[order]) if soft is None else soft[order]
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             s = slice(i * batch, (i + 1) * batch)
@@ -464,6 +473,7 @@ def train_model(cfg: TrainConfig, train: Dataset, val: Dataset, out: Path, verbo
         "precision": precision,
         "backend": keras.backend.backend(),
         "params": int(final.count_params()),
+        "teachers": teachers,
         "config": asdict(cfg),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
@@ -547,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "shipped model's: batch 256, SGD 0.2, EMA, best epoch)")
     p.add_argument("--without", default="", metavar="FEATURE[,FEATURE]",
                    help=f"airbench recipe: leave these features out (ablation): {', '.join(FEATURES)}")
+    p.add_argument("--teacher", metavar="MODEL[,MODEL]",
+                   help="edge: distil from these trained models (model.keras files or train-model --out folders, e.g. an "
+                   "EfficientNet-Lite0 run or several edge CNNs): their averaged probabilities become the soft training targets")
+    p.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight,
+                   help=f"with --teacher: the teachers' share of each target, the rest the true label (default {TrainConfig.distill_weight})")
+    p.add_argument("--distill-temperature", type=float, default=TrainConfig.distill_temperature,
+                   help=f"with --teacher: soften the teachers' probabilities, softmax(log p / T) (default {TrainConfig.distill_temperature})")
     p.add_argument("--distribute", choices=DISTRIBUTE, default="auto",
                    help="data-parallel training: multi-worker (TensorFlow's MultiWorkerMirroredStrategy, configured by TF_CONFIG "
                    "on every worker), mirrored (every local GPU), none; auto (default): multi-worker when TF_CONFIG names several workers")
@@ -605,6 +622,46 @@ def train_pretrained(tcfg: TransferConfig, train: Dataset, val: Dataset, out: Pa
     return report
 
 
+def _teacher_targets(specs: tuple[str, ...], train: Dataset, val: Dataset, load: Callable[[tuple[int, int] | None], tuple[Dataset, Dataset]],
+                     cfg: TrainConfig) -> tuple[np.ndarray, dict[str, Any]]:
+    """The distillation targets for ``train`` from the teachers' averaged probabilities, and their report entry.
+
+    A teacher that takes another image size sees the same images loaded at its size (same carve, same order).
+    """
+    t0 = time.perf_counter()
+    at_size: dict[tuple[int, int], tuple[Dataset, Dataset]] = {(train.image_shape[0], train.image_shape[1]): (train, val)}
+    p_train = np.zeros((len(train), len(train.classes)), np.float32)
+    p_val = np.zeros((len(val), len(train.classes)), np.float32)
+    entries = []
+    for spec in specs:
+        teacher = load_teacher(spec)
+        check_classes(teacher, train.classes)
+        if teacher.image_size not in at_size:
+            tr, va = load(teacher.image_size)
+            if not (np.array_equal(tr.y, train.y) and np.array_equal(va.y, val.y)):
+                raise DataError(f"--teacher {spec}: the data loaded at its {teacher.image_size[0]}x{teacher.image_size[1]} px does not "
+                                "line up with the training images; give teachers that take the training image size")
+            at_size[teacher.image_size] = (tr, va)
+        tr, va = at_size[teacher.image_size]
+        p = probabilities(teacher, tr.x)
+        p_train += p / len(specs)
+        entry: dict[str, Any] = {"model": str(teacher.path), "image_size": list(teacher.image_size),
+                                 "train_accuracy": round(float(np.mean(p.argmax(1) == train.y)), 4)}
+        if len(val):
+            pv = probabilities(teacher, va.x)
+            p_val += pv / len(specs)
+            entry["val_accuracy"] = round(float(np.mean(pv.argmax(1) == val.y)), 4)
+        entries.append(entry)
+        log.info("teacher %s: %s", teacher.path, ", ".join(f"{k} {v}" for k, v in entry.items() if k.endswith("accuracy")))
+    info: dict[str, Any] = {"models": entries, "weight": cfg.distill_weight, "temperature": cfg.distill_temperature,
+                            "train_accuracy": round(float(np.mean(p_train.argmax(1) == train.y)), 4),
+                            "val_accuracy": round(float(np.mean(p_val.argmax(1) == val.y)), 4) if len(val) else None,
+                            "seconds": round(time.perf_counter() - t0, 1)}
+    log.info("distilling from %d teacher(s) (together: val accuracy %s), weight %.2f, temperature %.1f, %.0f s",
+             len(specs), info["val_accuracy"], cfg.distill_weight, cfg.distill_temperature, info["seconds"])
+    return soft_targets(train.y, soften(p_train, cfg.distill_temperature), cfg.distill_weight), info
+
+
 def _main(args: argparse.Namespace) -> int:
     from converter.data import stratified_sample  # noqa: PLC0415
 
@@ -621,17 +678,27 @@ def _main(args: argparse.Namespace) -> int:
     resolve_features(without)  # an unknown name fails before any data is read
     # before anything else touches TensorFlow (MultiWorkerMirroredStrategy's rule)
     strategy = None if pretrained else make_strategy(args.distribute)
-    if args.val_fraction == 0:
+    teacher_specs = tuple(t.strip() for t in (args.teacher or "").split(",") if t.strip())
+    if teacher_specs:
+        if arch != "edge":
+            raise DataError(f"--teacher trains the edge CNN on a teacher's probabilities; use it with --arch edge, not --arch {arch}")
+        check_settings(args.distill_weight, args.distill_temperature)
+    if args.val_fraction == 0 and (arch != "edge" or args.recipe != "airbench"):
         # the shipped model's last step: every image trained on, the final weights kept (nothing to pick a best epoch by)
-        if arch != "edge" or args.recipe != "airbench":
-            raise DataError("--val-fraction 0 (train on every image, no validation) needs --arch edge --recipe airbench, "
-                            "which keeps the final weights; the other recipes pick the best validation epoch")
-        train = load_dataset(args.data, "train", size)
-        val = train.subset(np.arange(0))
-    else:
-        train, val = train_val(args.data, size, args.val_fraction, args.seed)
-    if args.limit_per_class:
-        train = train.subset(stratified_sample(train.y, args.limit_per_class, args.seed))
+        raise DataError("--val-fraction 0 (train on every image, no validation) needs --arch edge --recipe airbench, "
+                        "which keeps the final weights; the other recipes pick the best validation epoch")
+
+    def load(image_size: tuple[int, int] | None) -> tuple[Dataset, Dataset]:
+        if args.val_fraction == 0:
+            every = load_dataset(args.data, "train", image_size)
+            tr, va = every, every.subset(np.arange(0))
+        else:
+            tr, va = train_val(args.data, image_size, args.val_fraction, args.seed)
+        if args.limit_per_class:
+            tr = tr.subset(stratified_sample(tr.y, args.limit_per_class, args.seed))
+        return tr, va
+
+    train, val = load(size)
     if pretrained:
         if args.resume or args.init_from:
             raise DataError("--resume and --init-from apply to the CNN recipes; a pretrained run takes minutes, start it again instead")
@@ -655,7 +722,12 @@ def _main(args: argparse.Namespace) -> int:
             precision=args.precision, seed=args.seed, widths=widths, translate=args.translate, cutout=args.cutout,
             activation=args.activation, pool_before_bn=args.pool_before_bn,
         )
-        report = train_model(cfg, train, val, args.out, strategy=strategy)
+        soft, teachers = None, None
+        if teacher_specs:
+            cfg.teacher, cfg.distill_weight, cfg.distill_temperature = teacher_specs, args.distill_weight, args.distill_temperature
+            cfg.label_smoothing = 0.0  # the teachers' probabilities are the soft part of the target
+            soft, teachers = _teacher_targets(teacher_specs, train, val, load, cfg)
+        report = train_model(cfg, train, val, args.out, strategy=strategy, soft=soft, teachers=teachers)
         if "worker" in report:
             print(json.dumps(report))
             return 0
