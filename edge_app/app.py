@@ -9,7 +9,8 @@ fails to load or to classify the last frame is refused with one log line and the
 running.
 
 Per frame it records how long each stage took (``latency_ms``): ``capture`` (waiting for the
-frame), ``preprocess`` (done on the capture thread, overlapping the previous frame's inference),
+frame), ``preprocess`` (on the capture thread, overlapping the previous frame's inference, or on the frame loop when
+that keeps the slower thread faster: ``edge_app.balance``),
 ``invoke`` (set input, run, read scores), ``draw`` (the display, snapshot, web and MQTT outputs;
 left out when there are none) and ``total`` (all of these for the frame: the loop's time plus the capture thread's preprocessing). Logs are written last,
 so they hold the final numbers; the display shows the previous frame's draw time.
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from edge_app import __version__
+from edge_app.balance import StageBalancer
 from edge_app.collect import CollectSink
 from edge_app.config import AppConfig, parse_hostport
 from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
@@ -180,6 +182,10 @@ class App:
             for name, spec in config.source_specs()
         ]
         self.several = len(self.channels) > 1
+        # one source: the capture thread or the frame loop prepares the inputs, whichever keeps the slower stage faster (measured);
+        # several sources share the frame loop, so their capture threads prepare
+        # (prepare = "capture" or "loop" fixes it)
+        self.balancer = StageBalancer(adaptive=config.prepare == "auto" and not self.several, on_capture=config.prepare != "loop")
         self.classifier: Classifier | None = None
         self.acceleration: Acceleration | None = None
         self.files: ModelFiles | None = None
@@ -267,6 +273,7 @@ class App:
             "model_reloads": self.model_reloads,
             "delegate": self.acceleration.name if self.acceleration else None,
             "runtime": _runtime_name(),
+            "prepared_on": self.balancer.where,  # the thread that prepares the model inputs (edge_app.balance)
             **{k: v for k, v in first.items() if k != "name"},  # the first source's (the only one, unless several run)
             "fps": round(self.current_fps(), 2),
             "inference_ms": round(self.inference_ms, 2),
@@ -368,11 +375,12 @@ class App:
                     debouncer.reset()
             ch.last_label = None
             if ch.grabber is not None:
-                ch.grabber.set_prepare(self._prepare_for(classifier))
+                ch.grabber.set_prepare(self._prepare_for(classifier) if self.balancer.on_capture else None)
                 need, cover = ch.grabber.spec.reduce_to, ch.grabber.spec.reduce_cover
                 if need is not None and (classifier.size[0] > need[0] or classifier.size[1] > need[1] or classifier.decode_cover > cover):
                     log.warning("the new model takes %dx%d, or a larger decode for its measured agreement (decode.cover), than the reduced decode gives: "
                                 "restart edge-app to decode at a larger scale", *classifier.size)
+        self.balancer.reset()  # the new model's invoke() costs differently
         self.model_reloads += 1
         if self.mqtt is not None:
             self.mqtt.update_model(classifier.labels, bundle_name(files))
@@ -495,7 +503,8 @@ class App:
                 spec = (replace(ch.spec, reduce_to=self.classifier.size, reduce_regions=regions, reduce_cover=self.classifier.decode_cover)
                         if reduced and self._reduced_for(ch) else ch.spec)
                 # preprocessing overlaps inference; with several sources, each grabber wakes the one frame loop
-                ch.grabber = FrameGrabber(spec, prepare=self._prepare_for(self.classifier), notify=self._ready if self.several else None)
+                prepare = self._prepare_for(self.classifier) if self.balancer.on_capture else None
+                ch.grabber = FrameGrabber(spec, prepare=prepare, notify=self._ready if self.several else None)
                 ch.grabber.start(cancel=self._stop)  # SIGTERM ends a slow open within POLL_S
                 if self._stop.is_set():
                     return 0
@@ -568,6 +577,7 @@ class App:
                     display.poll(PAUSE_POLL_MS)
                     continue
             t0 = time.perf_counter()
+            cpu0 = time.thread_time()
             got = self._next_frame()
             if got is None:
                 grabbers = [ch.grabber for ch in self.channels if ch.grabber is not None]
@@ -583,11 +593,22 @@ class App:
             if self.state != "running":
                 self.state = "running"
                 self.notifier.status(self._status_line())
-            self._process(*got, t0)
+            prepare_ms = self._process(*got, t0)
+            if self.balancer.observe(got[1].capture_cpu_ms, (time.thread_time() - cpu0) * 1e3, prepare_ms):
+                self._place_preparing()
             if config.max_frames is not None and self.frames >= config.max_frames:
                 self.request_stop(f"max_frames {config.max_frames} reached")
 
-    def _process(self, ch: _Channel, frame: Frame, t0: float) -> None:
+    def _place_preparing(self) -> None:
+        """Hand the capture thread the preparation, or take it away, as the balancer has just decided."""
+        assert self.classifier is not None
+        prepare = self._prepare_for(self.classifier) if self.balancer.on_capture else None
+        for ch in self.channels:
+            if ch.grabber is not None:
+                ch.grabber.set_prepare(prepare)
+
+    def _process(self, ch: _Channel, frame: Frame, t0: float) -> float:
+        """Classify one frame and hand the result to every output; returns how long preparing its input took (on either thread), in ms."""
         classifier = self.classifier
         grabber = ch.grabber
         assert classifier is not None and grabber is not None
@@ -657,6 +678,7 @@ class App:
         self.inference_ms = invoke_ms if self.frames == 1 else 0.9 * self.inference_ms + 0.1 * invoke_ms
         if self.first_result_at is None:
             self.first_result_at = time.monotonic()
+        return prepare_ms
 
     def _write(self, outputs: list[_Output], image: np.ndarray, result: FrameResult, packet: np.ndarray | None = None) -> None:
         """Every output gets the frame; one that can take the compressed frame gets it instead of a reduced decode."""

@@ -94,6 +94,7 @@ class LoopResult:
     # the pipeline's CPU per frame by thread ("frame loop", "capture", "interpreter and other native threads"),
     # over its middle frames (Linux: /proc/self/task); empty where that cannot be read
     thread_cpu_ms: dict[str, float] = field(default_factory=dict)
+    prepared_on: str | None = None  # the pipeline's: the thread that prepared the inputs at the end (edge_app.balance)
 
 
 @dataclass
@@ -349,7 +350,8 @@ def run_pipeline(config: AppConfig, extra_sinks: Sequence[Sink] = (), draw: bool
     stages = {s: StageStats.of([r.latency_ms[s] for r in recorder.results]) for s in STAGES}
     labels = [r.label or "" for r in recorder.results]
     n = len(recorder.results)
-    return LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan, recorder.thread_cpu_ms()), startup, app
+    result = LoopResult(n, _fps(recorder.done), stages, labels, round(cpu * 1e3 / n, 3) if n else math.nan, recorder.thread_cpu_ms(), app.balancer.where)
+    return result, startup, app
 
 
 def run_decode(video: Path, frames: int, reduce_to: tuple[int, int] | None = None, cover: float = 1.0) -> LoopResult:
@@ -599,6 +601,7 @@ def benchmark(
     rate_seconds: float = 10.0,
     decode: str = "full",
     cameras: int = 0,
+    prepare: str = "auto",
 ) -> BenchReport:
     """Run the measurements (see the module doc; the viewer comparison only with ``viewers``) and return the numbers."""
     if frames < 2:
@@ -622,6 +625,7 @@ def benchmark(
             max_frames=n,
             stats_interval=0.0,
             decode=decode,
+            prepare=prepare,
         )
         pipeline, startup, app = run_pipeline(config, draw=draw)
         rss = peak_rss_mb()
@@ -689,6 +693,7 @@ def format_table(r: BenchReport) -> str:
         f"CPU/frame   {r.pipeline.cpu_ms_per_frame:8.3f} ms pipeline, {r.naive.cpu_ms_per_frame:.3f} ms naive loop (process CPU time, every thread)",
         *([f"  by thread  {', '.join(f'{role} {ms:.3f} ms' for role, ms in r.pipeline.thread_cpu_ms.items())} (the pipeline's middle frames; "
            "at 10 ms a tick, so a long run reads best)"] if r.pipeline.thread_cpu_ms else []),
+        *([f"  inputs prepared on the {r.pipeline.prepared_on} (the lighter stage, measured while running)"] if r.pipeline.prepared_on else []),
     ]
     if r.decode is not None:
         share = r.pipeline.fps / r.decode.fps if r.decode.fps > 0 else math.nan
@@ -775,6 +780,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--decode", choices=("full", "reduced"), default="full", help="the pipeline's decode (edge-app --decode); the naive loop always decodes full frames"
     )
     parser.add_argument(
+        "--prepare", choices=("auto", "capture", "loop"), default="auto", help="the thread that prepares the pipeline's inputs (edge-app --prepare)"
+    )
+    parser.add_argument(
         "--cameras", type=int, default=0, metavar="N",
         help="also run N paced synthetic cameras (at --rate, default 30) in one process, one interpreter shared and one per camera, and report CPU per camera",
     )
@@ -816,6 +824,7 @@ def run(args: argparse.Namespace) -> int:
             rate_seconds=args.rate_seconds,
             decode=args.decode,
             cameras=args.cameras if i == args.repeat - 1 else 0,
+            prepare=args.prepare,
         )
         for i in range(args.repeat)
     ]

@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 PROG = "edge-app"
 GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "labels", "model_url", "model_poll", "threads", "delegate", "device"),
+    "model": ("model", "labels", "model_url", "model_poll", "threads", "prepare", "delegate", "device"),
     "source (one of --camera, --source (repeatable), --picamera; default: camera 0)": (
         "camera",
         "source",

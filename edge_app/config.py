@@ -87,6 +87,15 @@ class AppConfig:
     model_poll: float = field(default=300.0, metadata=_meta("seconds between model_url polls", gt=0.0))
     threads: int | None = field(default=None, metadata=_meta(
         "interpreter CPU threads (default: one if one invoke() takes under 1 ms on one thread, else the usable cores, at most 4)", min=1, max=64))
+    prepare: str = field(
+        default="auto",
+        metadata=_meta(
+            "which thread prepares each frame's model input (crop, resize): auto: whichever keeps the slower of capture and "
+            "inference faster, measured while running (several sources: capture); capture: the capture thread (lowest latency); "
+            "loop: the frame loop, beside invoke()",
+            choices=("auto", "capture", "loop"),
+        ),
+    )
     delegate: str = field(default="cpu", metadata=_meta("cpu, edgetpu (Coral, required) or auto (Coral if present, else CPU)", choices=DELEGATES))
     device: str | None = field(default=None, metadata=_meta("Edge TPU device: usb, usb:N, pci or pci:N (default: the first one)", check=_check_device))
     # source

@@ -33,6 +33,7 @@ class Frame(NamedTuple):
     file: str | None = None  # the image file it came from (folder sources), relative to the folder
     packet: np.ndarray | None = None  # the compressed JPEG frame, when ``image`` is a reduced decode of it (what a viewer decodes)
     scale: int = 1  # ``image`` is 1/scale of the camera's frame (reduced decoding): zone boxes are given in the camera's pixels
+    capture_cpu_ms: float = 0.0  # the capture thread's CPU time for this frame (read, decode, prepare); 0 when not measured
 
 
 class Source(Protocol):

@@ -338,6 +338,7 @@ class FrameGrabber:
         started = time.monotonic()
         try:
             while not session.abandoned and not self._stop.is_set():
+                cpu_started = time.thread_time()
                 image = source.read()
                 now = time.monotonic()
                 if image is None or session.abandoned:
@@ -345,7 +346,8 @@ class FrameGrabber:
                 session.last_activity = now
                 scale = int(getattr(source, "reduction", 1))
                 packet = getattr(source, "packet", None) if scale > 1 else None
-                if not self._deliver(session, image, now, getattr(source, "current_file", None), packet=packet, scale=scale):
+                if not self._deliver(session, image, now, getattr(source, "current_file", None), packet=packet, scale=scale,
+                                     cpu_started=cpu_started):
                     break
                 session.frames += 1
                 if interval:
@@ -387,14 +389,15 @@ class FrameGrabber:
         return tensor, (time.perf_counter() - t) * 1e3, generation
 
     def _deliver(self, session: _Session, image: np.ndarray, captured_at: float, file: str | None = None, *,
-                 packet: np.ndarray | None = None, scale: int = 1) -> bool:
+                 packet: np.ndarray | None = None, scale: int = 1, cpu_started: float | None = None) -> bool:
         tensor, prepare_ms, generation = self._prepared(image)
+        cpu_ms = (time.thread_time() - cpu_started) * 1e3 if cpu_started is not None else 0.0
         with self._lock:
             if session.abandoned or self._stop.is_set():
                 return False
             if generation != self._prepare_generation:  # prepared for the model that was just replaced
                 tensor, prepare_ms = None, 0.0
-            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet, scale)
+            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet, scale, cpu_ms)
             self._next_index += 1
             self._stats.captured += 1
             self._stats.last_frame_time = captured_at
