@@ -4,9 +4,10 @@
 be opened leaves no empty log behind), tells systemd it is ready, and classifies frames until the
 source ends (files, folders), a limit is reached, the display is quit, or SIGTERM/SIGINT arrives
 (also while a slow stream is still opening); then it releases the camera, closes the outputs and
-returns 0. SIGHUP (``systemctl reload edge-app``) reloads the model between frames: a bundle that
-fails to load or to classify the last frame is refused with one log line and the old one keeps
-running.
+returns 0. SIGHUP (``systemctl reload edge-app``) reloads the model: a thread of its own opens the
+new bundle and classifies the newest frame with it while the old model goes on classifying, and the
+frame loop swaps it in between two frames; a bundle that fails to load or to classify is refused
+with one log line and the old one keeps running.
 
 Per frame it records how long each stage took (``latency_ms``): ``capture`` (waiting for the
 frame), ``preprocess`` (on the capture thread, overlapping the previous frame's inference, or on the frame loop when
@@ -57,6 +58,7 @@ POLL_S = 0.2  # longest wait for a frame: how quickly a stop request or a dead s
 STATUS_EVERY_S = 5.0  # systemd STATUS= updates while running
 FPS_WINDOW = 30  # frames the FPS figure is averaged over
 PAUSE_POLL_MS = 50
+RELOAD_JOIN_S = 30.0  # at shutdown, the longest wait for a reload still opening its model
 
 
 class Window(Protocol):
@@ -72,8 +74,15 @@ class Window(Protocol):
     def close(self) -> None: ...
 
 
-class _Refused(Exception):
-    """A reload the loop refused (the old model keeps running)."""
+@dataclass
+class _Loading:
+    """A reload in progress: the newest frame to check the new model on, and what the loading thread made of it."""
+
+    image: np.ndarray | None
+    thread: threading.Thread = field(init=False)
+    started: float = field(default_factory=time.perf_counter)
+    model: tuple[ModelFiles, Classifier, Acceleration, str] | None = None
+    error: str | None = None
 
 
 @dataclass
@@ -204,6 +213,7 @@ class App:
         self._reload_seq = 0
         self._reload_outcome: dict[str, Any] = {}
         self._last_image: np.ndarray | None = None  # the newest classified frame: a reloaded model's test input
+        self._loading: _Loading | None = None  # a reload opening the new model off the frame loop
         self._signals = 0
         self._done: deque[float] = deque(maxlen=FPS_WINDOW)
 
@@ -338,33 +348,46 @@ class App:
             _threads_text(self.classifier.threads),
         )
 
-    def _reload_model(self) -> bool:
-        """Swap in the model the config names (reread from disk) if it loads and classifies the newest frame; else keep the old one."""
+    def _start_reload(self) -> None:
+        """Open and check the model the config names (reread from disk) on a thread of its own, so that classifying goes on meanwhile."""
+        self._reload.clear()
+        loading = _Loading(self._last_image)
+
+        def load() -> None:
+            try:
+                files, classifier, acceleration, new_id = self._open_model()
+                if loading.image is not None:
+                    scores = classifier.scores(loading.image)
+                    if not np.all(np.isfinite(scores)):
+                        raise EdgeAppError("it gives non-finite scores on the newest frame")
+                loading.model = (files, classifier, acceleration, new_id)
+            except Exception as exc:  # any failure refuses the new model; the old one keeps running
+                loading.error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+        loading.thread = threading.Thread(target=load, name="model-reload", daemon=True)
+        self._loading = loading
+        loading.thread.start()
+
+    def _finish_reload(self) -> bool:
+        """Between frames, once the new model is open: swap it in, or say why not and keep the old one."""
+        loading = self._loading
+        assert loading is not None
+        self._loading = None
         ok = False
-        error: str | None = None
-        try:
-            ok = self._try_reload()
-        except _Refused as exc:
-            error = str(exc)
+        error: str | None = loading.error
+        if error is not None:
+            log.error("model reload refused: %s; still running %s", error, self.model_id)
+        else:
+            assert loading.model is not None
+            ok = self._swap_in(*loading.model, time.perf_counter() - loading.started)
         with self._reload_cond:
             self._reload_outcome = {"ok": ok, "model": self.model_id, "error": error}
             self._reload_seq += 1
             self._reload_cond.notify_all()
         return ok
 
-    def _try_reload(self) -> bool:
-        self._reload.clear()
+    def _swap_in(self, files: ModelFiles, classifier: Classifier, acceleration: Acceleration, new_id: str, seconds: float) -> bool:
         old = self.model_id
-        try:
-            files, classifier, acceleration, new_id = self._open_model()
-            if self._last_image is not None:
-                scores = classifier.scores(self._last_image)
-                if not np.all(np.isfinite(scores)):
-                    raise EdgeAppError("it gives non-finite scores on the newest frame")
-        except Exception as exc:
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            log.error("model reload refused: %s; still running %s", detail, old)
-            raise _Refused(detail) from None
         same_labels = self.classifier is not None and list(self.classifier.labels) == list(classifier.labels)
         self.files, self.classifier, self.acceleration, self.model_id = files, classifier, acceleration, new_id
         for ch in self.channels:
@@ -384,7 +407,7 @@ class App:
         self.model_reloads += 1
         if self.mqtt is not None:
             self.mqtt.update_model(classifier.labels, bundle_name(files))
-        self._log_model(f"reloaded (was {old}):")
+        self._log_model(f"reloaded (was {old}; opened in {seconds * 1e3:.0f} ms while the old one classified):")
         return True
 
     def _prepare_for(self, classifier: Classifier) -> Any:
@@ -555,8 +578,10 @@ class App:
         frames_at_stats = 0
         while not self._stop.is_set():
             self.notifier.watchdog()
-            if self._reload.is_set():
-                self._reload_model()
+            if self._loading is None and self._reload.is_set():
+                self._start_reload()
+            if self._loading is not None and not self._loading.thread.is_alive():
+                self._finish_reload()
             now = time.monotonic()
             if config.duration is not None and now - started >= config.duration:
                 self.request_stop(f"duration {config.duration:g} s reached")
@@ -721,6 +746,8 @@ class App:
         reason = self.stop_reason or "error"
         self.notifier.stopping(f"stopping: {reason}")
         self._stop.set()
+        if self._loading is not None:  # a reload still opening its model: let it finish, then drop it
+            self._loading.thread.join(timeout=RELOAD_JOIN_S)
         with self._reload_cond:  # a POST /api/reload or the model-url poller waiting for a reload: it will not come
             self._reload_cond.notify_all()
         if self.poller is not None:

@@ -7,6 +7,7 @@ import http.client
 import itertools
 import json
 import logging
+import shutil
 import socket
 import threading
 import time
@@ -280,6 +281,53 @@ def test_a_live_stream_that_dies_and_returns_keeps_the_watchdog_fed(notify_socke
         server.stop()
     assert box == [0]
     assert messages[-1][1] == "STOPPING=1\nSTATUS=stopping: test over"
+
+
+class SlowStorageApp(App):
+    """The app on slow storage (an SD card): opening a model takes ``delay`` seconds once ``slow`` is set."""
+
+    delay = 1.5
+    slow = False
+
+    def _open_model(self):  # type: ignore[no-untyped-def]
+        if self.slow:
+            time.sleep(self.delay)
+        return super()._open_model()
+
+
+def test_a_reload_opens_the_new_model_while_the_old_one_keeps_classifying(clip, model_copy) -> None:
+    from edge_app.model import default_model_dir
+
+    video, _, _ = clip
+    sink = Collect()
+    app = SlowStorageApp(config(source=str(video), loop=True, realtime=True, model=str(model_copy)), extra_sinks=[sink], handle_signals=False)
+    thread, box = run_in_thread(app)
+    try:
+        assert wait_until(lambda: len(sink.results) > 5, 20.0), app.status()
+        first = app.model_id
+        for f in default_model_dir("cats-vs-dogs").iterdir():
+            shutil.copy2(f, model_copy / f.name)
+        app.slow = True
+        outcome: list[dict] = []
+        waiter = threading.Thread(target=lambda: outcome.append(app.reload_and_wait()), daemon=True)
+        asked = time.perf_counter()
+        waiter.start()
+        waiter.join(20.0)
+        took = time.perf_counter() - asked
+        during = [r for r in sink.results if r.model == first and r.time > time.time() - took]
+        count = len(sink.results)
+        assert wait_until(lambda: len(sink.results) > count + 5, 10.0)
+    finally:
+        app.request_stop("test over")
+        thread.join(10.0)
+    assert box == [0]
+    assert outcome and outcome[0]["ok"] and outcome[0]["model"] != first, outcome
+    assert took >= SlowStorageApp.delay
+    # the 30 fps video went on being classified by the old model for the 1.5 s the new one took to open
+    assert len(during) >= 20, (len(during), took)
+    assert {c.label for r in sink.results[-5:] for c in r.top} <= {"cat", "dog"}
+    frames = [r.index for r in sink.results]
+    assert all(b > a for a, b in itertools.pairwise(frames))
 
 
 # ------------------------------------------------------------------------------------------ display keys, web

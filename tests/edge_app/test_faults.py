@@ -5,6 +5,7 @@ a source that cannot be opened, SIGHUP with a good and a broken model, a bad man
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -53,6 +54,16 @@ def frames_in_stop_line(stderr: str) -> int:
     return int(line.split("): ")[1].split(" frames")[0])
 
 
+def assert_source_kept_flowing(frames: list[int], stderr: str) -> None:
+    """The source was never reopened: frame numbers start at 0 and only go up, and every gap is a frame the
+    newest-frame-wins buffer replaced (``--realtime`` on a busy machine), counted as dropped in the stop line."""
+    line = next(ln for ln in stderr.splitlines() if "stopped (" in ln)
+    dropped = int(line.split("dropped ")[1].split(",")[0])
+    assert frames[0] == 0 and all(b > a for a, b in itertools.pairwise(frames)), frames
+    assert frames[-1] + 1 - len(frames) <= dropped, (line, frames)
+    assert "reconnects 0" in line, line
+
+
 # ------------------------------------------------------------------------------------------ the log file
 
 
@@ -74,7 +85,8 @@ def test_deleting_the_log_folder_mid_run_recreates_it_and_loses_no_record(tmp_pa
     assert "deleted or moved away while in use; recreating it" in stderr
     frames = [r["frame"] for r in before + after]
     # every classified frame is in exactly one of the two files, in order, and the new file holds all records after the deletion
-    assert frames == list(range(frames_in_stop_line(stderr))), (len(before), len(after))
+    assert len(frames) == frames_in_stop_line(stderr), (len(before), len(after))
+    assert_source_kept_flowing(frames, stderr)
     assert len(after) > 20 and after[0]["frame"] == before[-1]["frame"] + 1
 
 
@@ -254,11 +266,11 @@ def test_sighup_reloads_a_new_model_between_frames_and_refuses_a_broken_one(tmp_
         if proc.poll() is None:
             proc.kill()
     all_records = records()
-    assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # the source was never dropped
+    assert_source_kept_flowing([r["frame"] for r in all_records], stderr)
     new = [r for r in all_records if r["model"] != first]
     assert {c["label"] for r in new for c in r["top"]} <= {"cat", "dog"} and len(new) > 10
     assert "model reload refused" in stderr and "still running " + first in stderr
-    assert "reloaded (was " + first in stderr
+    assert "reloaded (was " + first in stderr and "while the old one classified" in stderr
 
 
 def test_a_manifest_with_an_unknown_colour_order_is_refused(model_copy) -> None:
@@ -344,12 +356,12 @@ def test_post_api_reload_swaps_a_good_bundle_and_refuses_a_corrupt_one(tmp_path,
         assert code == 200 and isinstance(body, dict) and body["ok"] and body["model"] != first, body
         count = len(records())
         assert wait_until(lambda: len(records()) > count + 10, 10)
-        stop(proc)
+        stderr = stop(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
     all_records = records()
-    assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # no gap: the source kept flowing
+    assert_source_kept_flowing([r["frame"] for r in all_records], stderr)
     assert {r["model"] for r in all_records} == {first, body["model"]}
 
 
@@ -409,7 +421,7 @@ def test_model_url_installs_a_newer_bundle_and_refuses_bad_ones(tmp_path, clip) 
         if proc.poll() is None:
             proc.kill()
     all_records = records()
-    assert [r["frame"] for r in all_records] == list(range(len(all_records)))  # the source never stopped
+    assert_source_kept_flowing([r["frame"] for r in all_records], stderr)
     assert (live / "model.tflite").read_bytes() == (default_model_dir("cats-vs-dogs") / "model.tflite").read_bytes()
     assert "the manifest says 000000000000: a damaged or half-published bundle, not installed" in stderr
     assert "model-url: the app refused the bundle" in stderr and "restored the previous files" in stderr
