@@ -50,7 +50,7 @@ from edge_app.runtime import get_runtime
 from edge_app.smoothing import ScoreSmoother
 from edge_app.sources import CaptureStats, Frame, FrameGrabber, SourceSpec
 from edge_app.web import WebServer
-from edge_app.zones import WHOLE_FRAME, Debouncer, Zone, ZoneResult, parse_zones
+from edge_app.zones import WHOLE_FRAME, Debouncer, Zone, ZoneResult, check_zones, parse_zones
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,7 @@ class _Channel:
     last_draw_ms: float = 0.0
     reconnects_seen: int = 0
     frames_at_stats: int = 0  # its frame count at the last stats line
+    zones_checked: tuple[int, int] | None = None  # the (height, width) of camera frames its zones were found to fit
 
     def current_fps(self) -> float:
         """Frames per second over the last ``FPS_WINDOW`` frames; 0 once no frame came for a second or more."""
@@ -637,6 +638,11 @@ class App:
         classifier = self.classifier
         grabber = ch.grabber
         assert classifier is not None and grabber is not None
+        if self.zones:  # the first frame of each size: a zone outside the frame is an error, never silently the whole frame
+            size = (frame.image.shape[0] * frame.scale, frame.image.shape[1] * frame.scale)
+            if size != ch.zones_checked:
+                check_zones(self.zones, size[0], size[1], ch.spec.describe())
+                ch.zones_checked = size
         t1 = time.perf_counter()
         reconnects = grabber.reconnects
         if reconnects != ch.reconnects_seen:  # a new capture: old scores say nothing about it

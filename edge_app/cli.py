@@ -27,8 +27,7 @@ from typing import Any
 from edge_app import __version__
 from edge_app.allocator import tune_malloc
 from edge_app.config import AppConfig, field_specs, load_config
-from edge_app.errors import EdgeAppError, ExitCode, ModelError
-from edge_app.model import resolve_model
+from edge_app.errors import EdgeAppError, ExitCode
 from edge_app.opencv_check import conflict_message, opencv_distributions, quiet_native_logs, require_opencv
 
 log = logging.getLogger(__name__)
@@ -192,18 +191,16 @@ def _help(text: str, default: object) -> str:
 
 
 def check_config(config: AppConfig, path: Path | None) -> int:
-    """Validate what a run would need before opening anything: OpenCV, the model files and the source spec."""
-    specs = config.source_specs()
-    files = resolve_model(config.model, config.labels)
-    if files.labels is not None and not files.labels.exists():
-        raise ModelError(f"labels file {files.labels} does not exist: pass --labels FILE or put labels.txt beside the model")
+    """Check what a run checks before its first frame (``edge_app.preflight``), without starting capture; print the settings."""
+    from edge_app.preflight import check_run  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
+
+    checked = check_run(config)
     where = f" ({path})" if path else ""
     print(f"{PROG}: config OK{where}")
-    print(f"  model = {files.model}")
-    for name, spec in specs:
-        print(f"  source = {spec.describe()}" + (f" (as {name})" if len(specs) > 1 else ""))
+    for line in checked:
+        print(f"  {line}")
     for line in config.describe():
-        if not line.startswith(("model =", "source =")):
+        if not line.startswith(("model =", "source =", "http =", "log =")):
             print(f"  {line}")
     return int(ExitCode.OK)
 

@@ -2,7 +2,9 @@
 
 A zone (``--zone door:0.6,0.1,0.3,0.5``, or pixels ``--zone door:380,40,200,260``) is a rectangle
 ``X,Y,W,H`` classified on its own instead of the centre crop: "is the garage door open". Fractions (all four
-numbers at most 1) scale with the frame; pixels are clipped to it.
+numbers at most 1) scale with the frame; pixels must lie inside it: a pixel zone that does not fit the frame is
+an error naming the zone and the frame size (``check_zones``, at the first frame of each size), never silently the
+whole frame.
 
 A :class:`Debouncer` turns per-frame top labels into a state that changes only after ``n`` consecutive results
 agree on a label above the threshold (``--debounce N``), and says how long the state has held (dwell).
@@ -51,6 +53,9 @@ class Zone:
         return frame[y0:y1, x0:x1]
 
     def fits(self, height: int, width: int) -> bool:
+        """Whether the zone lies inside a ``height`` x ``width`` frame and covers at least 2x2 pixels of it."""
+        if not self.fractional and (self.x + self.w > width or self.y + self.h > height):
+            return False
         x0, y0, x1, y1 = self.box(height, width)
         return x1 - x0 >= 2 and y1 - y0 >= 2
 
@@ -82,6 +87,15 @@ def parse_zone(text: str) -> Zone:
     if not fractional and not all(float(v).is_integer() for v in nums):
         raise ConfigError(f"zone {text!r}: pixel zones take whole numbers; for fractions keep all four numbers at most 1")
     return Zone(name, x, y, w, h, fractional)
+
+
+def check_zones(zones: list[Zone] | tuple[Zone, ...], height: int, width: int, source: str) -> None:
+    """A ConfigError naming every zone that does not fit a ``width`` x ``height`` frame of ``source``."""
+    bad = [z for z in zones if not z.fits(height, width)]
+    if bad:
+        names = ", ".join(f"zone {z.describe()}" for z in bad)
+        raise ConfigError(f"{names} does not fit the {width}x{height} frame of {source}: pixel zones need X+W <= {width} and "
+                          f"Y+H <= {height}; fix --zone, or give it in fractions of the frame (all four numbers at most 1)")
 
 
 def parse_zones(texts: tuple[str, ...] | list[str]) -> list[Zone]:

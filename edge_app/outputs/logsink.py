@@ -269,13 +269,17 @@ LOG_EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson"
 def make_log_sink(path: Path, fmt: str | None = None, **kw: Any) -> RotatingLineLog:
     """A log sink for ``path``: ``fmt`` from ``LOG_FORMATS``, or chosen by the file extension."""
     path = Path(path)
+    return LOG_FORMATS[log_format_for(path, fmt)](path, **kw)
+
+
+def log_format_for(path: Path, fmt: str | None = None) -> str:
+    """The ``LOG_FORMATS`` key for ``path``: ``fmt``, or chosen by the file extension; a ConfigError naming the choices."""
     if fmt is None:
-        fmt = LOG_EXTENSIONS.get(path.suffix.lower())
+        fmt = LOG_EXTENSIONS.get(Path(path).suffix.lower())
         if fmt is None:
             raise ConfigError(
-                f"cannot tell the log format from {path.name!r}; name it .jsonl or .csv, or set the format to one of: {', '.join(LOG_FORMATS)}"
+                f"cannot tell the log format from {Path(path).name!r}; name it .jsonl or .csv, or set the format to one of: {', '.join(LOG_FORMATS)}"
             )
-    cls = LOG_FORMATS.get(fmt.lower())
-    if cls is None:
+    if fmt.lower() not in LOG_FORMATS:
         raise ConfigError(f"unknown log format {fmt!r}; expected one of: {', '.join(LOG_FORMATS)}")
-    return cls(path, **kw)
+    return fmt.lower()

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from edge_app.cli import build_parser
@@ -47,10 +49,16 @@ def test_version_and_help() -> None:
 
 
 def test_check_config_accepts_the_example_and_shows_the_flags_on_top(tmp_path, repo_root) -> None:
-    result = edge_app("--check-config", "--config", str(repo_root / "systemd" / "config.example.toml"), "--top-k", "2", "--source", "x.mp4")
+    clip = tmp_path / "x.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (320, 240))
+    writer.write(np.zeros((240, 320, 3), np.uint8))
+    writer.release()
+    result = edge_app("--check-config", "--config", str(repo_root / "systemd" / "config.example.toml"), "--top-k", "2", "--source", str(clip),
+                      "--log", str(tmp_path / "results.jsonl"))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("edge-app: config OK (")
-    assert "  top_k = 2\n" in result.stdout and "  source = video file x.mp4\n" in result.stdout and "  threshold = 0.2\n" in result.stdout
+    assert "  top_k = 2\n" in result.stdout and f"  source = video file {clip} (320x240 frames)\n" in result.stdout
+    assert "  threshold = 0.2\n" in result.stdout
 
 
 @pytest.mark.parametrize(

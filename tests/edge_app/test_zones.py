@@ -29,7 +29,25 @@ def test_zones_in_fractions_and_pixels() -> None:
     gate = parse_zone("gate:10,20,100,50")
     assert not gate.fractional and gate.box(480, 640) == (10, 20, 110, 70)
     assert gate.crop(np.zeros((480, 640, 3), np.uint8)).shape == (50, 100, 3)
-    assert parse_zone("big:600,400,200,200").box(480, 640) == (600, 400, 640, 480)  # clipped to the frame
+    assert parse_zone("big:600,400,200,200").box(480, 640) == (600, 400, 640, 480)  # clipped to the frame ...
+    assert not parse_zone("big:600,400,200,200").fits(480, 640)  # ... but it does not fit it
+    assert gate.fits(480, 640) and parse_zone("edge:540,380,100,100").fits(480, 640)
+
+
+def test_a_pixel_zone_outside_the_frame_is_an_error_naming_it(tmp_path, scene) -> None:
+    """It used to become the whole frame silently: exit 0, the whole frame's scores reported as ``door``."""
+    log = tmp_path / "zones.jsonl"
+    result = edge_app("--source", str(scene), "--headless", "--zone", "door:700,10,100,100", "--zone", "ok:0,0,0.5,1",
+                      "--log", str(log), timeout=120)
+    assert result.returncode == 3, result.stderr
+    line = one_error_line(result)
+    assert "door:700,10,100,100" in line and "640x480" in line and "ok:" not in line, line
+    assert not log.exists() or read_jsonl(log) == []  # nothing classified against the wrong pixels
+    partly = edge_app("--source", str(scene), "--headless", "--zone", "door:600,400,100,100", "--max-frames", "2")
+    assert partly.returncode == 3 and "does not fit the 640x480 frame" in one_error_line(partly)
+    inside = edge_app("--source", str(scene), "--headless", "--zone", "door:540,380,100,100", "--max-frames", "2", "--log", str(log))
+    assert inside.returncode == 0, inside.stderr
+    assert read_jsonl(log)[0]["zones"]["door"]["top"]
 
 
 @pytest.mark.parametrize(("text", "message"), [
