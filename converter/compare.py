@@ -30,6 +30,7 @@ from converter.errors import ConverterError, DataError, ModelError
 from converter.failures import FailureAnalysis, analyse, plot_confusion, plot_mistakes
 from converter.features import DEFAULT_FEATURES, parse_features
 from converter.report import MethodResult, method_dicts, per_class_accuracy, plot_comparison, results_document, write_markdown, write_results
+from edge_app.argparsing import StrictParser
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def compare(args: argparse.Namespace, command: str) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StrictParser(
         prog="compare-models",
         description="Compare hand-crafted features + scikit-learn classifiers with the paper CNN and the edge CNN (float and int8) on one held-out split.",
     )

@@ -33,6 +33,7 @@ from converter.errors import DataError, ModelError, QuantizationError
 from converter.evaluate import keras_predict, tflite_predict
 from converter.quantize import quantize_model
 from converter.report import library_versions
+from edge_app.argparsing import StrictParser
 from edge_app.model import MANIFEST_FORMAT, make_interpreter
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ def convert_model(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="convert-model", description="Convert a Keras model to a checked int8 TFLite bundle (model, labels, manifest).")
+    p = StrictParser(prog="convert-model", description="Convert a Keras model to a checked int8 TFLite bundle (model, labels, manifest).")
     p.add_argument("model", type=Path, help="model.keras written by train-model")
     p.add_argument("--data", required=True, help="the training data (cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip)")
     p.add_argument("--out", type=Path, required=True, help="output folder (e.g. models/cifar10)")

@@ -33,6 +33,7 @@ import numpy as np
 from converter.cli_common import add_common_flags, run_cli
 from converter.data import load_dataset, stratified_sample, train_val
 from converter.errors import DataError, ModelError
+from edge_app.argparsing import StrictParser
 from edge_app.errors import ModelError as DeviceModelError
 from edge_app.model import Classifier, Manifest, resolve_model
 from edge_app.sources.opencv import REDUCED_FLAGS
@@ -136,7 +137,7 @@ def measure(model: Path, images: np.ndarray, limit: int | None = 1000, labels: n
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StrictParser(
         prog="check-decode",
         description="Measure how far edge-app --decode reduced may shrink JPEG frames for a model bundle (top-1 agreement with "
         "full decoding on its validation images shown as 640x480 camera frames); --write records it in the bundle's manifest.",

@@ -23,6 +23,7 @@ from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, resize_batch, stratified_sample, train_val
 from converter.errors import DataError, MixedSizesError, ModelError
 from converter.failures import FailureAnalysis, analyse, plot_confusion
+from edge_app.argparsing import StrictParser
 from edge_app.errors import ModelError as DeviceModelError
 from edge_app.model import Classifier, load_labels, resolve_model
 
@@ -195,7 +196,7 @@ def load_eval_data(data: str, split: str, image_size: tuple[int, int] | None, va
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate-model", description="Accuracy, per-class precision/recall, confusion matrix and latency of a model.")
+    p = StrictParser(prog="evaluate-model", description="Accuracy, per-class precision/recall, confusion matrix and latency of a model.")
     p.add_argument("model", type=Path, help="a .keras model, a .tflite model, or a model folder (model.tflite + labels.txt)")
     p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip")
     p.add_argument("--split", default="val", help="val (the carve train-model held out; default), or a split of the data such as test")

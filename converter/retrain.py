@@ -29,6 +29,7 @@ from converter.cli_common import add_common_flags, run_cli
 from converter.data import load_folder, parse_size, stratified_split
 from converter.errors import DataError
 from converter.evaluate import TFLiteRunner
+from edge_app.argparsing import StrictParser
 from edge_app.preprocess import fit_to_size
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="retrain-model", description="Train and convert a candidate bundle from an edge-app --collect folder's labelled frames.")
+    p = StrictParser(prog="retrain-model", description="Train and convert a candidate bundle from an edge-app --collect folder's labelled frames.")
     p.add_argument("folder", type=Path, help="the --collect folder (its train/<class>/ holds the labelled images)")
     p.add_argument("--current", type=Path, help="the bundle running now: report how often the candidate disagrees with it")
     p.add_argument("--arch", default="efficientnet-lite0", help="pretrained backbone (default efficientnet-lite0)")

@@ -39,6 +39,7 @@ from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worke
 from converter.errors import DataError
 from converter.models import ACTIVATIONS, EdgeSpec, count_macs, edge_cnn, inference_spec, network_options, paper_cnn
 from converter.transfer import TransferConfig, train_transfer
+from edge_app.argparsing import StrictParser
 
 log = logging.getLogger(__name__)
 
@@ -522,7 +523,7 @@ def plot_history(history: dict[str, list[float]], path: Path, title: str = "") -
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = StrictParser(
         prog="train-model",
         description="Train a classifier on an image dataset: an ImageNet-pretrained backbone for photos, the edge CNN for "
         "small images (CIFAR-10), or the paper's CNN.",

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge_app import __version__
+from edge_app import __version__, bundles
 from edge_app.balance import StageBalancer
 from edge_app.collect import CollectSink
 from edge_app.config import AppConfig, parse_hostport
@@ -323,12 +323,14 @@ class App:
     # ------------------------------------------------------------------ set-up
 
     def _load_model(self) -> None:
-        self.files, self.classifier, self.acceleration, self.model_id = self._open_model()
+        # a --model folder left incomplete (a switch killed half-way, a damaged file): the previous complete bundle, one warning
+        model = bundles.recover(self.config.model) if self.config.model is not None else None
+        self.files, self.classifier, self.acceleration, self.model_id = self._open_model(model)
         self._log_model("model")
 
-    def _open_model(self) -> tuple[ModelFiles, Classifier, Acceleration, str]:
+    def _open_model(self, model: Path | None = None) -> tuple[ModelFiles, Classifier, Acceleration, str]:
         config = self.config
-        files = resolve_model(config.model, config.labels)
+        files = resolve_model(model or config.model, config.labels)
         classifier, acceleration = load_classifier(files, config.delegate, config.device, config.threads, self.loader)
         return files, classifier, acceleration, f"{bundle_name(files)}@{classifier.sha256[:8]}"
 
@@ -498,7 +500,7 @@ class App:
             if first:  # one server for every source: each has its own stream (/stream.mjpg?source=NAME), the page shows them all
                 host, port = parse_hostport(config.http)
                 self.web = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait,
-                                     sources=[c.name for c in self.channels])
+                                     sources=[c.name for c in self.channels], host_names=config.http_hosts)
                 self.web.start()
             if self.web is not None:
                 ch.views.append(_Output(f"web {config.http} {ch.name}" if self.several else f"web {config.http}", self.web.feed(ch.name)))
@@ -687,7 +689,7 @@ class App:
         latency["total"] = (t4 - t0) * 1e3 + elsewhere_ms + ch.last_draw_ms  # 0 while nothing draws
         result = FrameResult(
             frame.index, now, top, latency, fps, label != ch.last_label, smoothed, grabber.name, frame.file, self.model_id,
-            states or None, bool(self.zones),
+            states or None, bool(self.zones), frame.clock,
         )
         self._write(ch.views + self.views, frame.image, result, frame.packet)
         t5 = time.perf_counter()

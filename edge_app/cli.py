@@ -5,6 +5,7 @@
     edge-app bench [--source FILE] [--json]     per-stage latency, the naive-loop comparison and,
                                                 with --viewers N, the cost of N MJPEG viewers
     edge-app soak [--duration S] [--viewers N]  the app's resident memory over minutes of streaming
+    edge-app review DIR [--http HOST:PORT]      label a --collect folder's frames in a browser
 
 Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
 file. Logging goes to stderr and is configured here only. OpenCV is imported only after the flags
@@ -17,15 +18,17 @@ the traceback.
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge_app import __version__
 from edge_app.allocator import tune_malloc
+from edge_app.argparsing import StrictParser
 from edge_app.config import AppConfig, field_specs, load_config
 from edge_app.errors import EdgeAppError, ExitCode
 from edge_app.opencv_check import conflict_message, opencv_distributions, quiet_native_logs, require_opencv
@@ -68,6 +71,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "collect_max_mb",
         "http",
         "http_token",
+        "http_hosts",
         "mqtt",
         "mqtt_prefix",
         "mqtt_device",
@@ -84,6 +88,7 @@ METAVARS = {
     "snapshots": "DIR",
     "collect": "DIR",
     "http": "HOST:PORT",
+    "http_hosts": "NAME",
     "mqtt": "URL",
     "device": "usb[:N]|pci[:N]",
     "zone": "NAME:X,Y,W,H",
@@ -151,12 +156,16 @@ def report(exc: BaseException, debug: bool) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = StrictParser(
         prog=PROG,
+        usage=f"{PROG} [run flags]  |  {PROG} {{{','.join(SUBCOMMANDS)}}} ...",
         description="Real-time image classification with an int8 LiteRT model: camera, video file, image folder or stream in; "
         "window, JSONL/CSV log, snapshots, web view or MQTT out.",
-        epilog="Benchmark: edge-app bench --help. Every flag is also a config key (--top-k is top_k); see systemd/config.example.toml. "
+        epilog="subcommands (each has --help):\n"
+        + "".join(f"  {PROG} {name:<8} {text}\n" for name, (_, text) in SUBCOMMANDS.items())
+        + "\nEvery run flag is also a config key (--top-k is top_k); see systemd/config.example.toml.\n"
         "Exit codes: 0 ok, 2 usage, 3 config, 4 model, 5 source, 6 delegate, 7 output, 8 no runtime.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--config", type=Path, metavar="FILE", help="TOML config file (flags given here override it)")
@@ -231,7 +240,7 @@ def run_bench(argv: Sequence[str]) -> int:
     from edge_app import bench  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
 
     tune_malloc()  # the bench measures the app as it runs
-    parser = argparse.ArgumentParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
+    parser = StrictParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
     bench.add_arguments(parser)
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -244,7 +253,7 @@ def run_bench(argv: Sequence[str]) -> int:
 
 def _run_tool(name: str, module: Any, argv: Sequence[str]) -> int:
     """``edge-app NAME ...``: a subcommand with its own flags (``module.add_arguments``) and ``module.run(args)``."""
-    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=module.DESCRIPTION)
+    parser = StrictParser(prog=f"{PROG} {name}", description=module.DESCRIPTION)
     module.add_arguments(parser)
     add_logging_flags(parser)
     args = parser.parse_args(argv)
@@ -267,13 +276,21 @@ def run_review(argv: Sequence[str]) -> int:
     return _run_tool("review", review, argv)
 
 
+SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "bench": (run_bench, "per-stage latency, FPS and CPU a frame, the naive-loop comparison, the cost of N viewers"),
+    "soak": (run_soak, "the app's resident memory and threads over minutes of streaming to viewers"),
+    "review": (run_review, "label a --collect folder's frames in a browser (the workstation mode of the review page)"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``edge-app`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "bench":
-        return run_bench(args[1:])
-    if args and args[0] == "soak":
-        return run_soak(args[1:])
-    if args and args[0] == "review":
-        return run_review(args[1:])
+    if args and args[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[args[0]][0](args[1:])
+    if args and not args[0].startswith("-"):
+        guess = difflib.get_close_matches(args[0], list(SUBCOMMANDS), n=1, cutoff=0.6)
+        if guess:
+            print(f"{PROG}: error: unknown subcommand {args[0]!r} (did you mean {PROG} {guess[0]}?); {PROG} --help lists them", file=sys.stderr)
+            return int(ExitCode.USAGE)
     return run(args)

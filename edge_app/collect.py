@@ -6,7 +6,8 @@
 * when the top label changes (the transitions),
 * when the top score is below ``collect_below`` (the frames the model is unsure of: the most useful ones),
 
-at most one per ``collect_min_gap`` seconds, skipping near-duplicates: a frame whose colour histogram is
+at most one per ``collect_min_gap`` seconds (of the frames' own time: a video file's position, so a file read
+faster than real time collects what the same scene from a live camera would), skipping near-duplicates: a frame whose colour histogram is
 within ``DUPLICATE_DISTANCE`` (Bhattacharyya distance) of one of the last saved frames of its zone is not
 saved again (a camera watching an unchanging scene does not fill the inbox). Each image ``<stem>.jpg`` has
 ``<stem>.json`` beside it with the model's prediction, score, the reason, the zone, the frame and the model.
@@ -108,7 +109,7 @@ class CollectSink:
 
     def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
         """``--decode reduced``: the compressed frame, decoded at full size only when some zone may be collected from it."""
-        now = time.monotonic()
+        now = result.scene_time()
         if not any(self._due(name, now, top, changed) for name, _, top, changed in self._items(result)):
             return
         frame = cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
@@ -130,10 +131,11 @@ class CollectSink:
         return [(f"{self.tag}.{WHOLE_FRAME}" if self.tag else WHOLE_FRAME, None, result.top, result.changed)]
 
     def write(self, frame: np.ndarray, result: FrameResult) -> None:
-        now = time.monotonic()
-        if now - self._usage_checked > 10:  # the review page moves files out: see the room it made
+        now = result.scene_time()  # intervals and gaps in the scene's time: a file read flat out collects what real time would
+        wall = time.monotonic()
+        if wall - self._usage_checked > 10:  # the review page moves files out: see the room it made
             self._files, self._bytes = inbox_usage(self.inbox)
-            self._usage_checked = now
+            self._usage_checked = wall
             if self._full_warned and self._files < self.max_files and self._bytes < self.max_bytes:
                 self._full_warned = False
                 log.info("collect: %s has room again; collecting", self.inbox)

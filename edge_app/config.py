@@ -176,6 +176,11 @@ class AppConfig:
         ),
     )
     http_token: str | None = field(default=None, metadata=_meta("require ?token=... or Authorization: Bearer ... on the web server"))
+    http_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_meta("also answer web requests whose Host is this name (repeatable; the bound address, localhost and this machine's "
+                       "names always are; '*.example.com' for a domain); other Host names get 400 (DNS rebinding)"),
+    )
     mqtt: str | None = field(default=None, metadata=_meta("publish results to an MQTT broker, e.g. mqtt://host:1883", check=_check_mqtt))
     mqtt_prefix: str = field(default="edge-app", metadata=_meta("MQTT topic prefix (topics are PREFIX/DEVICE/classification, /status, /availability)"))
     mqtt_device: str | None = field(default=None, metadata=_meta("device name in MQTT topics (default: the host name)"))
@@ -194,6 +199,8 @@ class AppConfig:
             raise ConfigError("picamera and source are mutually exclusive: picamera with camera = N opens CSI camera N")
         if self.http_token is not None and self.http is None:
             raise ConfigError("http_token is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove the token")
+        if self.http_hosts and self.http is None:
+            raise ConfigError("http_hosts is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove http_hosts")
         if self.log is not None and self.log_format is None and self.log.suffix.lower() not in LOG_EXTENSIONS:
             raise ConfigError(f"cannot tell the log format from {self.log.name!r}: name the file .jsonl or .csv, or set log_format (--log-format)")
         for item in self.source:

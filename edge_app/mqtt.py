@@ -5,7 +5,8 @@ Topics (``<prefix>/<device>/...``):
 * ``classification``: JSON of each top-1 label change, and of every Nth frame with ``every_n > 0``
   (retained, so a new subscriber sees the current label);
 * ``availability``: ``online`` while connected, ``offline`` on close and as the last will (retained);
-* ``status``: the app's ``status()`` JSON every ``status_interval_s`` (retained);
+* ``status``: the app's ``status()`` JSON every ``status_interval_s`` (retained); on a clean ``close()`` a last
+  one with ``"state": "stopped"`` (a crash leaves it as it was: the last will marks the device offline);
 * ``state/<zone>`` (``state/frame`` without zones): the debounced state (``--debounce``, ``--zone``) as a plain
   label, published when it changes and retained, so Home Assistant shows the right state after a restart;
 * ``homeassistant/sensor/<device>/label/config``, ``.../score/config`` and ``.../state_<zone>/config``: discovery
@@ -15,7 +16,9 @@ Topics (``<prefix>/<device>/...``):
 ``write()`` never blocks: it puts the message in a bounded queue (the oldest is dropped and counted
 when it is full) that a publisher thread hands to paho while connected. paho's network thread
 (``connect_async`` + ``loop_start``) connects, and reconnects with exponential backoff; on every
-(re)connect availability and discovery are published again.
+(re)connect everything retained is published again: availability, discovery, a fresh status, and the newest
+classification and state of every zone (unless a newer one is still queued), since a broker without
+persistence forgets retained messages when it restarts and a still scene would publish no change.
 """
 
 from __future__ import annotations
@@ -172,6 +175,9 @@ class MqttSink:
         self._cond = threading.Condition()
         self._connected = threading.Event()
         self._announce = False  # publish availability + discovery before anything else
+        # the newest message written to each retained result topic (classification, state/<zone>): published
+        # again on every (re)connect; under _cond
+        self._retained: dict[str, _Message] = {}
         self._closing = threading.Event()
         self._next_status = 0.0 if status is not None else float("inf")
 
@@ -259,14 +265,14 @@ class MqttSink:
         self._frames += 1
         for z in result.states or []:
             if z.state_changed:
-                self._enqueue(_Message(self.state_topic(z.name), z.state or "", self.qos, True))
+                self._enqueue(_Message(self.state_topic(z.name), z.state or "", self.qos, True), remember=True)
         if not (result.changed or (self.every_n > 0 and self._frames % self.every_n == 0)):
             return
         record = result.to_json_dict()
         record["label"] = result.label
         record["score"] = round(result.score, 4)
         record["device"] = self.device
-        self._enqueue(_Message(self.topic_classification, json.dumps(record, separators=(",", ":")), self.qos, True))
+        self._enqueue(_Message(self.topic_classification, json.dumps(record, separators=(",", ":")), self.qos, True), remember=True)
 
     def state_topic(self, name: str) -> str:
         return f"{self.base}/state/{topic_safe(name)}"
@@ -277,8 +283,10 @@ class MqttSink:
         for message in self.discovery_messages():
             self._enqueue(message)
 
-    def _enqueue(self, message: _Message) -> None:
+    def _enqueue(self, message: _Message, remember: bool = False) -> None:
         with self._cond:
+            if remember:
+                self._retained[message.topic] = message
             if len(self._queue) >= self._queue_size:
                 self._queue.popleft()
                 self.dropped += 1
@@ -346,17 +354,28 @@ class MqttSink:
             messages.append(_Message(f"{DISCOVERY_PREFIX}/sensor/{self.device}/state_{name}/config", json.dumps(state), 1, True))
         return messages
 
-    def _status_message(self) -> _Message | None:
+    def _status_message(self, state: str | None = None, qos: int | None = None) -> _Message | None:
+        """The status JSON (retained); ``state`` replaces the app's ``state`` (``"stopped"`` on close)."""
         if self.status is None:
             return None
         try:
             data = dict(self.status())
         except Exception:
             log.exception("status() failed; no MQTT status this time")
-            return None
+            if state is None:
+                return None
+            data = {}  # closing: still say so
+        if state is not None:
+            data["state"] = state
         data.setdefault("device", self.device)
         data["mqtt"] = {"published": self.published, "dropped": self.dropped, "reconnects": self.reconnects}
-        return _Message(self.topic_status, json.dumps(data, default=str, separators=(",", ":")), self.qos, True)
+        return _Message(self.topic_status, json.dumps(data, default=str, separators=(",", ":")), self.qos if qos is None else qos, True)
+
+    def _republish(self) -> list[_Message]:
+        """The newest retained result of each topic, unless a newer one is still queued (it will replace it anyway)."""
+        with self._cond:
+            queued = {m.topic for m in self._queue}
+            return [m for topic, m in self._retained.items() if topic not in queued]
 
     def _publish(self, message: _Message) -> bool:
         """Hand a message to paho; False when it must wait for the next connection."""
@@ -376,8 +395,8 @@ class MqttSink:
                 if self._closing.is_set():
                     return
                 announce, self._announce = self._announce, False
-            if announce:
-                for m in [_Message(self.topic_availability, ONLINE, 1, True), *self.discovery_messages()]:
+            if announce:  # a broker without persistence has forgotten every retained message: publish them again
+                for m in [_Message(self.topic_availability, ONLINE, 1, True), *self.discovery_messages(), *self._republish()]:
                     self._publish(m)
                 if self.status is not None:
                     self._next_status = 0.0  # a fresh status right after every (re)connect
@@ -403,7 +422,7 @@ class MqttSink:
     # ------------------------------------------------------------------ close
 
     def close(self, timeout_s: float = 3.0) -> None:
-        """Publish what is queued (up to ``timeout_s``), mark the device offline, disconnect."""
+        """Publish what is queued (up to ``timeout_s``), a last status saying ``stopped``, mark the device offline, disconnect."""
         if self._closing.is_set():
             return
         deadline = time.monotonic() + timeout_s
@@ -414,11 +433,14 @@ class MqttSink:
             self._cond.notify_all()
         self._thread.join(timeout=2)
         if self._connected.is_set():
-            info = self.client.publish(self.topic_availability, OFFLINE, qos=1, retain=True)
-            try:
-                info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as exc:
-                log.debug("MQTT: offline message not confirmed: %s", exc)
+            stopped = self._status_message(state="stopped", qos=1)  # retained: no longer "running" once the app is gone
+            goodbye = [*([stopped] if stopped is not None else []), _Message(self.topic_availability, OFFLINE, 1, True)]
+            infos = [self.client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain) for m in goodbye]
+            for message, info in zip(goodbye, infos, strict=True):
+                try:
+                    info.wait_for_publish(timeout=max(0.1, deadline - time.monotonic()))
+                except (RuntimeError, ValueError) as exc:
+                    log.debug("MQTT: %s message not confirmed: %s", message.topic, exc)
         self.client.disconnect()
         self.client.loop_stop()
         if self.queued:

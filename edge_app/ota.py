@@ -2,11 +2,14 @@
 
 A ``BundlePoller`` thread fetches ``URL/manifest.json`` every ``poll_s`` seconds. When its ``sha256`` (of
 ``model.tflite``, written by ``convert-model``) differs from the bundle in ``--model DIR``, it downloads the
-files the manifest names into a staging folder beside ``DIR``, checks the model's sha256 and size against the
-manifest, puts them in place (the old files are kept in ``DIR.previous/``) and asks the running app to reload
-between frames. A download that does not match is discarded; a bundle the app refuses (it fails to load or to
-classify the newest frame) is rolled back on disk as well, so a restart runs the good model too. Each outcome
-is one log line; a bundle once refused is not fetched again until the published sha256 changes.
+files the manifest names into a staging folder beside ``DIR`` (``DIR.incoming/``), checks the model's sha256 and
+size against the manifest, installs them with one atomic switch (``edge_app.bundles``: ``DIR`` is a symlink into
+``.DIR.versions/``, flipped by one rename; the old bundle stays as ``DIR.previous``) and asks the running app to
+reload between frames. A kill or a power cut at any moment leaves ``DIR`` at the old bundle or the new one, never
+a mix, and the next start checks it (``bundles.recover``). A download that does not match is discarded; a bundle
+the app refuses (it fails to load or to classify the newest frame) is rolled back on disk as well (one switch
+back to ``DIR.previous``, the refused bundle deleted), so a restart runs the good model too. Each outcome is one
+log line; a bundle once refused is not fetched again until the published sha256 changes.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge_app import bundles
 from edge_app.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -107,16 +111,21 @@ class BundlePoller:
         if want == file_sha256(self.dest / str(manifest.get("model", "model.tflite"))) or want == self.refused:
             return False
         staged = self._download(manifest)
-        self._install(staged)
+        try:
+            self._install(staged)
+        except bundles.IncompleteBundle as exc:  # this sha256 stays incomplete: not fetched again
+            self.refused = want
+            raise BundleError(f"the bundle from {self.url} is incomplete ({exc}), not installed") from None
         outcome = self.reload(60.0)
         if outcome.get("ok"):
             self.installed += 1
             log.info("model-url: installed %s from %s (sha256 %s)", outcome.get("model"), self.url, want[:12])
             return True
         self.refused = want
-        self._roll_back()
-        log.error("model-url: the app refused the bundle from %s (sha256 %s): %s; restored the previous files",
-                  self.url, want[:12], outcome.get("error") or "no answer")
+        restored = self._roll_back()
+        log.error("model-url: the app refused the bundle from %s (sha256 %s): %s; %s",
+                  self.url, want[:12], outcome.get("error") or "no answer",
+                  f"restored the previous files ({restored.id})" if restored else "no previous bundle to restore")
         return False
 
     def _download(self, manifest: dict[str, Any]) -> Path:
@@ -140,21 +149,22 @@ class BundlePoller:
         (staged / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
         return staged
 
-    def _install(self, staged: Path) -> None:
-        previous = self.dest.with_name(self.dest.name + ".previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        if self.dest.exists():
-            shutil.copytree(self.dest, previous)
-        self.dest.mkdir(parents=True, exist_ok=True)
-        for f in staged.iterdir():
-            f.replace(self.dest / f.name)  # same file system: each file is replaced whole
-        staged.rmdir()
+    def _install(self, staged: Path) -> bundles.Version:
+        """The staged bundle becomes the one at ``dest`` in one atomic switch (the staging folder is moved, not copied)."""
+        try:
+            return bundles.install(self.dest, staged)
+        except OSError as exc:
+            raise BundleError(f"cannot install the bundle from {self.url} into {self.dest}: {exc}") from None
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)  # gone already once installed (moved)
 
-    def _roll_back(self) -> None:
-        previous = self.dest.with_name(self.dest.name + ".previous")
-        if previous.is_dir():
-            for f in previous.iterdir():
-                shutil.copy2(f, self.dest / f.name)
+    def _roll_back(self) -> bundles.Version | None:
+        """Switch ``dest`` back to the previous bundle and delete the refused one; the bundle restored, or None."""
+        try:
+            return bundles.rollback(self.dest, discard=True)
+        except OSError as exc:
+            log.error("model-url: cannot restore the previous bundle in %s: %s", self.dest, exc)
+            return None
 
 
 def validate(url: str | None, model: Path | None) -> None:

@@ -6,7 +6,11 @@ frames flow, else 503) and ``/metrics`` (Prometheus text). ``/status`` and ``/he
 ``POST /api/reload`` reloads the model between frames and answers with the outcome (200 swapped in,
 409 refused: the old model keeps running); state-changing requests are refused from other sites
 (an ``Origin`` that is not this server, or ``Sec-Fetch-Site: cross-site``) and, with a token, take it only
-in the ``Authorization`` header, never in the URL.
+in the ``Authorization`` header, never in the URL. Every request's ``Host`` must name this server
+(``webgate.AllowedHosts``: the bound address, loopback names when bound there or to every interface, the
+machine's host names, the address the request arrived on, and ``host_names``), else it is answered 400
+before any route: a DNS-rebinding page, whose ``Host`` and ``Origin`` both carry its own name, reaches
+nothing. Served beyond loopback without a token, ``start()`` logs a warning.
 
 ``write()`` only stores a reference to the newest frame and updates counters: it never encodes
 and never waits for a client (with ``--decode reduced`` it is handed the compressed frame instead,
@@ -25,6 +29,7 @@ Connections go through ``webgate.GatedHTTPServer``: a request head must arrive w
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
@@ -46,7 +51,16 @@ from edge_app.errors import ConfigError, OutputError
 from edge_app.httpauth import cross_site, token_matches
 from edge_app.outputs import FrameResult
 from edge_app.outputs.draw import draw_overlay
-from edge_app.webgate import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_ACTIVE, Arrived, GatedHTTPServer, GatedHTTPServerV6, Prefixed
+from edge_app.webgate import (
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_ACTIVE,
+    AllowedHosts,
+    Arrived,
+    GatedHTTPServer,
+    GatedHTTPServerV6,
+    Prefixed,
+    warn_without_token,
+)
 
 try:
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -61,6 +75,7 @@ log = logging.getLogger(__name__)
 BOUNDARY = "edgeappframe"
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 PUBLIC_PATHS = ("/healthz", "/health")
+HOST_HINT = "; add it to http_hosts (--http-hosts NAME) to serve it"
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -355,6 +370,7 @@ class WebServer:
         max_active: int = DEFAULT_MAX_ACTIVE,
         title: str = "edge-app",
         sources: Sequence[str] = (),
+        host_names: Sequence[str] = (),
     ) -> None:
         if not max_fps > 0:
             raise ConfigError(f"web max_fps must be above 0, got {max_fps}; e.g. 10")
@@ -367,6 +383,8 @@ class WebServer:
         self.host = host
         self.port = port
         self.token = token
+        # the Host names every request must carry (DNS rebinding): the bound address and its names, plus host_names
+        self.hosts = AllowedHosts(host, host_names, HOST_HINT)
         self.status = status or dict
         self.reload = reload
         self.max_fps = max_fps
@@ -417,6 +435,7 @@ class WebServer:
             t.start()
             self._threads.append(t)
         log.info("web view on %s%s", self.url, " (token required)" if self.token else "")
+        warn_without_token(log, "the web view", self.host, self.token, "set http_token (--http-token) or serve 127.0.0.1 only")
         return self
 
     def close(self) -> None:
@@ -543,6 +562,24 @@ def _make_handler(web: WebServer) -> type[BaseHTTPRequestHandler]:
             super().setup()
             if isinstance(arrived, Arrived):
                 self.rfile = io.BufferedReader(Prefixed(arrived.head, self.connection))
+
+        def parse_request(self) -> bool:
+            """Every request, whatever its method and path, first passes the ``Host`` check (DNS rebinding): a name
+            that is not this server's gets 400 here and reaches no handler."""
+            if not super().parse_request():
+                return False
+            try:
+                local: str | None = str(self.connection.getsockname()[0])
+            except (OSError, IndexError, TypeError):
+                local = None
+            refusal = web.hosts.refusal(self.headers.get_all("Host") or [], local)
+            if refusal is None:
+                return True
+            log.debug("web request from %s refused: %s", self.address_string(), refusal)
+            self.close_connection = True
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+                self._send(HTTPStatus.BAD_REQUEST, f"{refusal}\n".encode(), "text/plain; charset=utf-8", {"Connection": "close"})
+            return False
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("%s %s", self.address_string(), format % args)

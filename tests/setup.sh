@@ -11,7 +11,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # System packages the tests use: real data (Fashion-MNIST), real services and tools (systemd-analyze,
-# shellcheck, mosquitto, chromium and chromedriver, Xvfb and libxcb for the window), the venv module.
+# shellcheck, mosquitto, chromium and chromedriver, Xvfb and libxcb for the window, strace to kill edge-app
+# between two renames of a model update), the venv module.
 apt_needed=()
 [ -d /usr/share/datasets/fashion-mnist ] || apt_needed+=(dataset-fashion-mnist)
 command -v systemd-analyze >/dev/null || apt_needed+=(systemd)
@@ -22,6 +23,7 @@ command -v chromedriver >/dev/null || apt_needed+=(chromium-driver)
 command -v Xvfb >/dev/null || apt_needed+=(xvfb)
 command -v xvfb-run >/dev/null || apt_needed+=(xvfb)
 command -v openssl >/dev/null || apt_needed+=(openssl)
+command -v strace >/dev/null || apt_needed+=(strace)
 [ -n "$(ldconfig -p 2>/dev/null | grep 'libxcb.so.1 ')" ] || apt_needed+=(libxcb1)
 python3 -c "import ensurepip, venv" 2>/dev/null || apt_needed+=(python3-venv)
 if [ "${#apt_needed[@]}" -gt 0 ]; then

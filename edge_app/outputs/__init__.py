@@ -7,6 +7,7 @@ Sinks (one small class each): ``DisplaySink`` (``outputs.display``), ``JsonlLogS
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -41,6 +42,11 @@ class FrameResult:
     # With zones, ``top`` is the first zone's.
     states: list[ZoneResult] | None = None
     zoned: bool = False  # the states are zones (else the one state is the whole frame's)
+    clock: float | None = None  # the source's own time of the frame (``Frame.clock``); None: live, the wall clock
+
+    def scene_time(self) -> float:
+        """Seconds on the clock that scene intervals use: the source's own time for files and folders, else ``time.monotonic()``."""
+        return self.clock if self.clock is not None else time.monotonic()
 
     @property
     def label(self) -> str | None:

@@ -89,7 +89,7 @@ class SnapshotSink(RetryingOutput):
         if self.on_change and result.changed:
             return True
         if self.min_score is not None and result.score >= self.min_score:
-            return time.monotonic() - self._last_score_save >= self.min_interval_s
+            return result.scene_time() - self._last_score_save >= self.min_interval_s  # the scene's time: a file's own
         return False
 
     def write_compressed(self, jpeg: np.ndarray, result: FrameResult) -> None:
@@ -109,7 +109,7 @@ class SnapshotSink(RetryingOutput):
         if self._backing_off():
             return
         if not (self.on_change and result.changed):
-            self._last_score_save = time.monotonic()
+            self._last_score_save = result.scene_time()
         image = draw_overlay(frame, result, min_side=0) if self.annotate else frame
         ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:

@@ -14,7 +14,11 @@ Security: with ``--token`` every route but ``/healthz`` needs it (``Authorizatio
 reading; state changes take it only in the header). A state-changing request must be JSON with the
 ``X-Edge-App: 1`` header and, when the browser sends an ``Origin``, this server's own origin, so another site
 cannot post a form or a script request to it (browsers refuse such headers cross-site without CORS, which this
-server never grants).
+server never grants). Every request's ``Host`` must name this server (``webgate.AllowedHosts``: the bound address,
+loopback names, the machine's host names when bound beyond loopback, the address the request arrived on, and
+``--host-name``), else it is answered 400 before any route, so a DNS-rebinding page reaches nothing. A batch
+(``images``) is checked whole before anything moves: one bad name is a 400 naming every bad entry, and nothing
+on disk changes. Served beyond loopback without a token, ``run`` logs a warning.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import logging
 import re
 import shutil
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from edge_app.collect import INBOX, TRAIN
 from edge_app.errors import ConfigError
 from edge_app.httpauth import cross_site, token_matches
+from edge_app.webgate import AllowedHosts, warn_without_token
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ CLASS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}")
 IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}\.jpg")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 MAX_BATCH = 5000
+HOST_HINT = "; add it with --host-name NAME to serve it"
+SHOWN_BAD = 10  # bad names quoted in an error message (the JSON's "bad" lists them all)
 
 
 def _need_starlette() -> None:
@@ -54,6 +62,37 @@ def check_class(name: object) -> str:
     if not isinstance(name, str) or not CLASS_NAME.fullmatch(name.strip()) or name.strip() in (INBOX, TRAIN):
         raise ValueError(f"bad class name {name!r}: use 1-64 letters, digits, spaces, '_', '-' or '.', starting with a letter or digit")
     return name.strip()
+
+
+class BadBatch(ValueError):
+    """A batch with entries that are no inbox image name; ``bad`` holds them all, as they came."""
+
+    def __init__(self, bad: list[Any]) -> None:
+        shown = ", ".join(repr(b) for b in bad[:SHOWN_BAD]) + (f" and {len(bad) - SHOWN_BAD} more" if len(bad) > SHOWN_BAD else "")
+        super().__init__(f"bad image name(s), nothing was changed: {shown}")
+        self.bad = bad
+
+
+class HostGuard:
+    """ASGI middleware: a request whose ``Host`` is not one of this server's names (``AllowedHosts``) gets 400
+    before any route; ``scope["server"]`` is the address the request arrived on."""
+
+    def __init__(self, app: Any, hosts: AllowedHosts) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket"):
+            values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"]
+            server = scope.get("server")
+            refusal = self.hosts.refusal(values, str(server[0]) if server else None)
+            if refusal is not None:
+                from starlette.responses import PlainTextResponse  # noqa: PLC0415
+
+                log.debug("review request refused: %s", refusal)
+                await PlainTextResponse(f"{refusal}\n", 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class Dataset:
@@ -81,42 +120,45 @@ class Dataset:
         return {d.name: sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
                 for d in sorted(self.train.iterdir()) if d.is_dir() and not d.name.startswith(".")}
 
-    def _inbox_image(self, name: object) -> Path:
-        if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name):
-            raise ValueError(f"bad image name {name!r}")
-        path = self.inbox / name
-        if not path.is_file():
-            raise FileNotFoundError(name)
-        return path
+    @staticmethod
+    def check_names(names: Sequence[Any]) -> list[str]:
+        """The batch as inbox image names, checked whole before anything changes: ``BadBatch`` names every entry
+        that is not one (``../x.jpg``, a number, ...)."""
+        bad = [name for name in names if not isinstance(name, str) or not IMAGE_NAME.fullmatch(name)]
+        if bad:
+            raise BadBatch(bad)
+        return list(names)
 
-    def move(self, names: list[Any], label: str) -> list[str]:
-        """Move inbox images into ``train/<label>/`` (their prediction files stay out of the dataset); the names moved."""
+    def _present(self, names: list[str]) -> list[Path]:
+        """The inbox images of checked ``names`` that are still there (gone ones were done already: another tab)."""
+        paths = [self.inbox / name for name in dict.fromkeys(names)]
+        return [p for p in paths if p.is_file()]
+
+    def move(self, names: Sequence[Any], label: str) -> list[str]:
+        """Move inbox images into ``train/<label>/`` (their prediction files stay out of the dataset); the names moved.
+        The label and every name are checked first: a bad one raises ``ValueError`` with nothing moved."""
         target = self.train / check_class(label)
+        sources = self._present(self.check_names(names))
         target.mkdir(exist_ok=True)
         moved = []
-        for name in names:
+        for src in sources:
             try:
-                src = self._inbox_image(name)
+                shutil.move(str(src), str(target / src.name))
             except FileNotFoundError:
-                continue  # moved already (another tab): not an error
-            shutil.move(str(src), str(target / src.name))
+                continue  # moved meanwhile (another tab): not an error
             src.with_suffix(".json").unlink(missing_ok=True)
             moved.append(src.name)
         log.info("review: %d image(s) labelled %s", len(moved), label)
         return moved
 
-    def discard(self, names: list[Any]) -> list[str]:
-        gone = []
-        for name in names:
-            try:
-                src = self._inbox_image(name)
-            except FileNotFoundError:
-                continue
-            src.unlink()
+    def discard(self, names: Sequence[Any]) -> list[str]:
+        """Delete inbox images and their predictions; the names deleted. Every name is checked first (``BadBatch``)."""
+        sources = self._present(self.check_names(names))
+        for src in sources:
+            src.unlink(missing_ok=True)
             src.with_suffix(".json").unlink(missing_ok=True)
-            gone.append(src.name)
-        log.info("review: %d image(s) discarded", len(gone))
-        return gone
+        log.info("review: %d image(s) discarded", len(sources))
+        return [src.name for src in sources]
 
     def tar_gz(self) -> bytes:
         """``train/<class>/*`` as a .tar.gz (``train-model --data dataset.tar.gz`` reads it as it is)."""
@@ -129,16 +171,25 @@ class Dataset:
         return buf.getvalue()
 
 
-def create_app(root: Path, token: str | None = None, labels: list[str] | None = None) -> Any:
-    """The Starlette application for the collect folder ``root``; ``labels`` (a model's) are offered as classes."""
+def create_app(root: Path, token: str | None = None, labels: list[str] | None = None, *,
+               bind: str = "127.0.0.1", host_names: Sequence[str] = ()) -> Any:
+    """The Starlette application for the collect folder ``root``; ``labels`` (a model's) are offered as classes.
+
+    ``bind`` (the address it will be served on) and ``host_names`` decide the ``Host`` names it answers to
+    (``webgate.AllowedHosts``)."""
     _need_starlette()
+    hosts = AllowedHosts(bind, host_names, HOST_HINT)
     from starlette.applications import Starlette  # noqa: PLC0415
+    from starlette.middleware import Middleware  # noqa: PLC0415
     from starlette.requests import Request  # noqa: PLC0415
     from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: PLC0415
     from starlette.routing import Mount, Route  # noqa: PLC0415
     from starlette.staticfiles import StaticFiles  # noqa: PLC0415
 
     data = Dataset(root)
+
+    def refused(exc: ValueError) -> Response:
+        return JSONResponse({"error": str(exc), **({"bad": exc.bad} if isinstance(exc, BadBatch) else {})}, 400)
 
     def allowed(request: Request, changing: bool) -> Response | None:
         if token is not None:
@@ -182,8 +233,8 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
         try:
             names, payload = await body_names(request)
             moved = data.move(names, payload.get("label"))  # type: ignore[arg-type]
-        except (ValueError, json.JSONDecodeError) as exc:
-            return JSONResponse({"error": str(exc)}, 400)
+        except ValueError as exc:  # a bad label or any bad name: nothing was moved
+            return refused(exc)
         return JSONResponse({"moved": moved, "counts": data.classes()})
 
     async def discard(request: Request) -> Response:
@@ -191,9 +242,10 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
             return denied
         try:
             names, _ = await body_names(request)
-        except (ValueError, json.JSONDecodeError) as exc:
-            return JSONResponse({"error": str(exc)}, 400)
-        return JSONResponse({"discarded": data.discard(names)})
+            gone = data.discard(names)
+        except ValueError as exc:  # any bad name: nothing was deleted
+            return refused(exc)
+        return JSONResponse({"discarded": gone})
 
     async def dataset(request: Request) -> Response:
         if denied := allowed(request, False):
@@ -223,7 +275,7 @@ def create_app(root: Path, token: str | None = None, labels: list[str] | None = 
         Route("/api/candidate", candidate),
         Route("/healthz", healthz),
         Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
-    ])  # fmt: skip
+    ], middleware=[Middleware(HostGuard, hosts=hosts)])  # fmt: skip
 
 
 DESCRIPTION = "Review the frames --collect saved: label them in a web page into DIR/train/<class>/ for train-model."
@@ -234,6 +286,9 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--http", default="127.0.0.1:8081", help="[HOST:]PORT to serve on (default 127.0.0.1:8081; 0.0.0.0:PORT for every interface)")
     parser.add_argument("--token", help="require this token (Authorization: Bearer, or ?token= in the page URL)")
     parser.add_argument("--model", type=Path, help="offer this model bundle's labels as classes")
+    parser.add_argument("--host-name", action="append", default=[], metavar="NAME",
+                        help="also answer requests for this host name (repeatable; *.example.com for a domain): besides the "
+                             "bound address, localhost and this machine's names, which are always allowed")
 
 
 def run(args: Any) -> int:
@@ -252,7 +307,8 @@ def run(args: Any) -> int:
 
         files = resolve_model(args.model, None)
         labels = load_labels(files.labels) if files.labels else None
-    app = create_app(args.folder, args.token, labels)
+    app = create_app(args.folder, args.token, labels, bind=host, host_names=args.host_name)
     log.info("review page on http://%s:%d/%s", host, port, "?token=..." if args.token else "")
+    warn_without_token(log, "the review page", host, args.token, "pass --token or serve 127.0.0.1 only")
     uvicorn.run(app, host=host, port=port, log_level="warning")
     return 0

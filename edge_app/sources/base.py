@@ -34,6 +34,10 @@ class Frame(NamedTuple):
     packet: np.ndarray | None = None  # the compressed JPEG frame, when ``image`` is a reduced decode of it (what a viewer decodes)
     scale: int = 1  # ``image`` is 1/scale of the camera's frame (reduced decoding): zone boxes are given in the camera's pixels
     capture_cpu_ms: float = 0.0  # the capture thread's CPU time for this frame (read, decode, prepare); 0 when not measured
+    # The source's own time, seconds: a video file's position (frame number / its frame rate), an image folder's
+    # images one second apart; None for cameras and streams, whose own time is the wall clock. Intervals that
+    # describe the scene (collecting, snapshots) run on it, so a file read flat out keeps what real time would.
+    clock: float | None = None
 
 
 class Source(Protocol):

@@ -42,6 +42,7 @@ POLL_S = 0.05
 DEFAULT_BACKOFF_S = (0.5, 10.0)
 DEFAULT_QUEUE_SIZE = 8
 REALTIME_FALLBACK_FPS = 30.0
+FOLDER_CLOCK_STEP_S = 1.0  # an image folder's images count as taken one second apart (Frame.clock)
 
 
 @dataclass
@@ -176,6 +177,7 @@ class FrameGrabber:
         self._thread: threading.Thread | None = None
         self._next_index = 0
         self._skipped_before = 0
+        self._clock_frames = 0  # files and folders: frames delivered so far, across --loop restarts (their own time, Frame.clock)
 
     # ---------------------------------------------------------------- consumer side
 
@@ -335,6 +337,9 @@ class FrameGrabber:
             self._stats.connected = True
         session.settled.set()
         interval = self._pacing_interval(source)
+        # a file's frames are 1/fps apart in its own time, whatever the reading speed; an image folder's one second apart
+        fps = getattr(source, "fps", None) or self.spec.fps
+        step = None if self.live else (1.0 / float(fps) if fps else FOLDER_CLOCK_STEP_S)
         started = time.monotonic()
         try:
             while not session.abandoned and not self._stop.is_set():
@@ -347,7 +352,7 @@ class FrameGrabber:
                 scale = int(getattr(source, "reduction", 1))
                 packet = getattr(source, "packet", None) if scale > 1 else None
                 if not self._deliver(session, image, now, getattr(source, "current_file", None), packet=packet, scale=scale,
-                                     cpu_started=cpu_started):
+                                     cpu_started=cpu_started, step=step):
                     break
                 session.frames += 1
                 if interval:
@@ -389,7 +394,7 @@ class FrameGrabber:
         return tensor, (time.perf_counter() - t) * 1e3, generation
 
     def _deliver(self, session: _Session, image: np.ndarray, captured_at: float, file: str | None = None, *,
-                 packet: np.ndarray | None = None, scale: int = 1, cpu_started: float | None = None) -> bool:
+                 packet: np.ndarray | None = None, scale: int = 1, cpu_started: float | None = None, step: float | None = None) -> bool:
         tensor, prepare_ms, generation = self._prepared(image)
         cpu_ms = (time.thread_time() - cpu_started) * 1e3 if cpu_started is not None else 0.0
         with self._lock:
@@ -397,7 +402,11 @@ class FrameGrabber:
                 return False
             if generation != self._prepare_generation:  # prepared for the model that was just replaced
                 tensor, prepare_ms = None, 0.0
-            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet, scale, cpu_ms)
+            clock = None
+            if step is not None:  # a file or folder: its own time runs on across --loop restarts and reopenings
+                clock = self._clock_frames * step
+                self._clock_frames += 1
+            frame = Frame(image, self._next_index, captured_at, tensor, prepare_ms, file, packet, scale, cpu_ms, clock)
             self._next_index += 1
             self._stats.captured += 1
             self._stats.last_frame_time = captured_at

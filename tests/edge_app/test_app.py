@@ -289,10 +289,10 @@ class SlowStorageApp(App):
     delay = 1.5
     slow = False
 
-    def _open_model(self):  # type: ignore[no-untyped-def]
+    def _open_model(self, model=None):  # type: ignore[no-untyped-def]
         if self.slow:
             time.sleep(self.delay)
-        return super()._open_model()
+        return super()._open_model(model)
 
 
 def test_a_reload_opens_the_new_model_while_the_old_one_keeps_classifying(clip, model_copy) -> None:

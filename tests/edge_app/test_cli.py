@@ -45,7 +45,35 @@ def test_version_and_help() -> None:
     result = edge_app("--version")
     assert result.returncode == 0 and result.stdout.strip() == "edge-app 0.1.0"
     helped = edge_app("--help")
-    assert helped.returncode == 0 and "--top-k N" in helped.stdout and "edge-app bench --help" in helped.stdout
+    assert helped.returncode == 0 and "--top-k N" in helped.stdout and "edge-app bench " in helped.stdout
+
+
+def test_help_lists_every_subcommand() -> None:
+    helped = edge_app("--help")
+    assert helped.returncode == 0
+    for name in ("bench", "soak", "review"):
+        assert f"edge-app {name} " in helped.stdout, helped.stdout
+        assert edge_app(name, "--help").returncode == 0
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("--headles", "--source", "x.avi"), "unknown flag --headles (did you mean --headless?)"),  # was run as --headless
+    (("--hedless",), "unknown flag --hedless (did you mean --headless?)"),  # was 20 lines of usage
+    (("--top-k=3", "--thresold", "0.2"), "unknown flag --thresold (did you mean --threshold?)"),
+    (("benc",), "unknown subcommand 'benc' (did you mean edge-app bench?)"),
+    (("--top-k",), "argument --top-k: expected one argument"),
+])  # fmt: skip
+def test_a_mistyped_flag_is_one_line_naming_the_closest(args, words) -> None:
+    result = edge_app(*args)
+    assert result.returncode == ExitCode.USAGE
+    assert words in one_error_line(result) and "usage:" not in result.stderr
+
+
+def test_a_subcommand_mistyped_flag_names_the_closest() -> None:
+    result = edge_app("bench", "--frame", "3")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == ExitCode.USAGE and len(lines) == 1
+    assert lines[0].startswith("edge-app bench: error: unknown flag --frame (did you mean --frames?)")
 
 
 def test_check_config_accepts_the_example_and_shows_the_flags_on_top(tmp_path, repo_root) -> None:

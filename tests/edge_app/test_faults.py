@@ -399,15 +399,16 @@ def test_model_url_installs_a_newer_bundle_and_refuses_bad_ones(tmp_path, clip) 
         assert wait_until(lambda: len(records()) > 10, 20), proc.stderr
         first = records()[0]["model"]
         time.sleep(1.5)  # the same bundle is published: nothing to do
-        assert {r["model"] for r in records()} == {first} and not (tmp_path / "live.previous").exists()
+        assert {r["model"] for r in records()} == {first} and not (tmp_path / "live.previous").exists() and not live.is_symlink()
         # a half-published bundle: its model does not match the manifest's sha256
         publish(default_model_dir("cats-vs-dogs"), manifest_sha="0" * 64)
         time.sleep(1.5)
         assert {r["model"] for r in records()} == {first}
         # a bundle whose sha256 matches but which is no model: installed, refused by the app, rolled back on disk
+        # (live became a symlink into .live.versions/: switched there and back, the refused bundle deleted)
         publish(default_model_dir("cats-vs-dogs"), model_bytes=b"TFL3 but not really a model" * 10)
-        assert wait_until(lambda: (live / "model.tflite").read_bytes() == (default_model_dir("cifar10") / "model.tflite").read_bytes()
-                          and (tmp_path / "live.previous").exists(), 10)
+        assert wait_until(lambda: live.is_symlink() and len(list((tmp_path / ".live.versions").iterdir())) == 1
+                          and (live / "model.tflite").read_bytes() == (default_model_dir("cifar10") / "model.tflite").read_bytes(), 10)
         time.sleep(1.0)
         assert {r["model"] for r in records()} == {first}
         # a good new bundle: swapped in between frames
@@ -423,6 +424,7 @@ def test_model_url_installs_a_newer_bundle_and_refuses_bad_ones(tmp_path, clip) 
     all_records = records()
     assert_source_kept_flowing([r["frame"] for r in all_records], stderr)
     assert (live / "model.tflite").read_bytes() == (default_model_dir("cats-vs-dogs") / "model.tflite").read_bytes()
+    assert len(list((tmp_path / ".live.versions").iterdir())) == 2 and (tmp_path / "live.previous").is_symlink()  # new + previous
     assert "the manifest says 000000000000: a damaged or half-published bundle, not installed" in stderr
     assert "model-url: the app refused the bundle" in stderr and "restored the previous files" in stderr
     assert "model-url: installed " in stderr

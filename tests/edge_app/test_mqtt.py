@@ -1,7 +1,8 @@
 """MqttSink against a real Mosquitto broker on a free loopback port, watched by a real paho subscriber,
 fed real results (the shipped model on CIFAR-10 validation images): discovery, availability,
 classification and status messages, the last will on a killed process, a broker restart mid-run,
-a full queue, and a wrong password."""
+the retained states published again after a broker without persistence restarts (through the app on a
+real video), the stopped status of a clean close, a full queue, and a wrong password."""
 
 from __future__ import annotations
 
@@ -21,13 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
 from converter.data import Dataset
+from edge_app.app import App
+from edge_app.config import load_config
 from edge_app.errors import ConfigError, ExitCode
-from edge_app.model import Classifier, resolve_model
+from edge_app.model import Classifier, default_model_dir, resolve_model
 from edge_app.mqtt import BrokerURL, MqttSink
 from edge_app.outputs import FrameResult
 from tests.edge_app.framekit import classify_frames
@@ -50,9 +54,10 @@ def free_port() -> int:
 
 
 class Broker:
-    """A real Mosquitto on 127.0.0.1:``port`` with its own config (persistence on, so sessions survive restarts)."""
+    """A real Mosquitto on 127.0.0.1:``port`` with its own config (by default persistence on, so sessions and
+    retained messages survive restarts; without, a restart forgets them, as a stock broker does)."""
 
-    def __init__(self, folder: Path, extra: str = "") -> None:
+    def __init__(self, folder: Path, extra: str = "", persistence: bool = True) -> None:
         self.port = free_port()
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,9 +65,9 @@ class Broker:
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
             f"allow_anonymous {'false' if 'password_file' in extra else 'true'}\n"
-            f"persistence true\npersistence_location {folder}/\n"
-            f"user {getpass.getuser()}\n"  # as root, mosquitto would otherwise switch to a user who cannot read this folder
-            f"log_dest stderr\n{extra}"
+            + (f"persistence true\npersistence_location {folder}/\n" if persistence else "persistence false\n")
+            + f"user {getpass.getuser()}\n"  # as root, mosquitto would otherwise switch to a user who cannot read this folder
+            + f"log_dest stderr\n{extra}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -82,6 +87,13 @@ class Broker:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()  # mosquitto saves its persistence file on SIGTERM
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def kill(self) -> None:
+        """Kill it as a power cut would: no goodbye, nothing saved."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
 
@@ -310,6 +322,103 @@ def test_broker_restart_mid_run(broker: Broker, results: list[FrameResult]) -> N
     finally:
         sink.close()
         listener.close()
+
+
+@pytest.fixture
+def still_scene(tmp_path: Path, sure_photos: tuple[np.ndarray, np.ndarray]) -> Path:
+    """A scene that never changes: a cat photo left, a dog photo right (10 frames at 10 fps, for ``loop``)."""
+    cat, dog = (cv2.cvtColor(cv2.resize(p, (320, 480)), cv2.COLOR_RGB2BGR) for p in sure_photos)
+    path = tmp_path / "still.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (640, 480))
+    for _ in range(10):
+        writer.write(np.hstack([cat, dog]))
+    writer.release()
+    return path
+
+
+def test_states_come_back_after_a_broker_restart_without_persistence(tmp_path: Path, still_scene: Path) -> None:
+    """Issue 33: a stock broker forgets retained messages when it restarts; on a still scene no state changes,
+    so the app must publish every retained state again when it reconnects (else Home Assistant shows "unknown").
+    A clean stop then leaves a retained status saying "stopped"."""
+    broker = Broker(tmp_path / "broker", persistence=False).start()
+    base = "edge-app/garage"
+    left, right, status, availability = f"{base}/state/left", f"{base}/state/right", f"{base}/status", f"{base}/availability"
+    overrides = {
+        "model": str(default_model_dir("cats-vs-dogs")), "source": str(still_scene), "loop": True, "realtime": True, "headless": True,
+        "stats_interval": 0.0, "zone": ["left:0,0,0.5,1", "right:0.5,0,0.5,1"], "debounce": 3, "mqtt": broker.url, "mqtt_device": "garage",
+    }  # fmt: skip
+    app = App(load_config(None, overrides), handle_signals=False)
+    thread = threading.Thread(target=app.run, name="app", daemon=True)
+    watcher = Listener(broker.port)
+    thread.start()
+    try:
+        assert watcher.wait(lambda: bool(watcher.on(left) and watcher.on(right)), 30)
+        sink = app.mqtt
+        assert sink is not None and sink.reconnects == 0
+        assert [m.payload for m in watcher.on(left)] == ["cat"] and [m.payload for m in watcher.on(right)] == ["dog"]
+        first = [m.json()["frame"] for m in watcher.on(f"{base}/classification")]
+
+        broker.kill()
+        assert wait_until(lambda: not sink.connected, 5)
+        broker.start()  # the same port, nothing retained
+        assert wait_until(lambda: sink.connected and sink.reconnects == 1, 10)
+
+        wanted = (left, right, f"{base}/classification", status, availability, "homeassistant/sensor/garage/state_left/config")
+        probe = Listener(broker.port)  # sees them live or retained: once it has, the broker holds them
+        try:
+            assert probe.wait(lambda: all(probe.on(t) for t in wanted), 5), {t: len(probe.on(t)) for t in wanted}
+        finally:
+            probe.close()
+        late = Listener(broker.port)  # Home Assistant (re)subscribing
+        try:
+            assert late.wait(lambda: all(late.on(t) for t in wanted), 5), {t: len(late.on(t)) for t in wanted}
+            assert [(m.payload, m.retain) for m in late.on(left)] == [("cat", True)]
+            assert [(m.payload, m.retain) for m in late.on(right)] == [("dog", True)]
+            label = late.on(f"{base}/classification")[-1]
+            assert label.retain and label.json()["frame"] == first[-1]  # the newest label, again
+            assert late.on(availability)[-1].payload == "online" and late.on(status)[-1].json()["state"] == "running"
+        finally:
+            late.close()
+    finally:
+        app.request_stop("test over")
+        thread.join(10)
+        watcher.close()
+    try:
+        assert not thread.is_alive() and app.state == "stopped"
+        after = Listener(broker.port)  # after a clean stop: the retained status is no longer "running"
+        try:
+            assert after.wait(lambda: bool(after.on(status) and after.on(availability)), 5)
+            final = after.on(status)[-1]
+            assert final.retain and final.json()["state"] == "stopped" and final.json()["model"] == "cats-vs-dogs"
+            assert after.on(availability)[-1].payload == "offline"
+        finally:
+            after.close()
+    finally:
+        broker.stop()
+
+
+def test_a_clean_close_leaves_a_retained_stopped_status(broker: Broker) -> None:
+    running = {**STATUS, "state": "running"}
+    sink = MqttSink(broker.url, device="tidy", status=lambda: dict(running), status_interval_s=30.0, **FAST)
+    topic = "edge-app/tidy/status"
+    listener = Listener(broker.port)
+    try:
+        assert listener.wait(lambda: bool(listener.on(topic)), 5)
+        assert listener.on(topic)[-1].json()["state"] == "running"
+    finally:
+        sink.close()
+    assert listener.wait(lambda: [m.json()["state"] for m in listener.on(topic)][-1] == "stopped", 5)
+    listener.close()
+    late = Listener(broker.port)
+    try:
+        assert late.wait(lambda: bool(late.on(topic) and late.on("edge-app/tidy/availability")), 5)
+        final = late.on(topic)[-1]
+        data = final.json()
+        assert final.retain and data["state"] == "stopped" and data["device"] == "tidy"
+        assert {k: data[k] for k in STATUS} == STATUS and set(data["mqtt"]) == {"published", "dropped", "reconnects"}  # the same shape
+        assert late.on("edge-app/tidy/availability")[-1].payload == "offline"
+    finally:
+        late.close()
 
 
 def test_write_never_blocks_without_a_broker(results: list[FrameResult], caplog) -> None:

@@ -7,7 +7,11 @@ through this page's ``/api/candidate``)."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import http.client
 import json
+import logging
 import secrets
 import shutil
 import socket
@@ -15,8 +19,10 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
+import numpy as np
 import pytest
 
 from edge_app.model import default_model_dir
@@ -41,23 +47,141 @@ def collected(tmp_path: Path, scene: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def server(collected: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(app: Any) -> Iterator[int]:
+    """``app`` served by uvicorn on 127.0.0.1 (a free port, yielded), as ``edge-app review`` serves it."""
     import uvicorn
-
-    from edge_app.review import create_app
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    labels = (default_model_dir("cats-vs-dogs") / "labels.txt").read_text().split()
-    srv = uvicorn.Server(uvicorn.Config(create_app(collected, TOKEN, labels), host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     assert wait_until(lambda: srv.started, 10)
-    yield f"http://127.0.0.1:{port}/"
-    srv.should_exit = True
-    thread.join(10)
+    try:
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def server(collected: Path) -> Iterator[str]:
+    from edge_app.review import create_app
+
+    labels = (default_model_dir("cats-vs-dogs") / "labels.txt").read_text().split()
+    with serving(create_app(collected, TOKEN, labels)) as port:
+        yield f"http://127.0.0.1:{port}/"
+
+
+def call(port: int, method: str, path: str, body: object = None, *, host: str | None = None, origin: str | None = None) -> tuple[int, bytes]:
+    """One request over real HTTP to 127.0.0.1:``port``, as the page's script sends it (JSON, ``X-Edge-App: 1``),
+    with ``Host`` (and ``Origin``) forged when given: what a DNS-rebinding page's browser sends."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"X-Edge-App": "1", "Content-Type": "application/json"} if body is not None else {}
+    if host is not None:
+        headers["Host"] = host
+    if origin is not None:
+        headers["Origin"] = origin
+    try:
+        conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Path:
+    """A collect folder with three real JPEGs (and their predictions) in its inbox, and ``sentinel.jpg`` beside the inbox."""
+    root = tmp_path / "collected"
+    (root / "inbox").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(root / "inbox" / f"{name}.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        (root / "inbox" / f"{name}.json").write_text(json.dumps({"label": "cat", "score": 0.4}))
+    cv2.imwrite(str(root / "sentinel.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    return root
+
+
+def test_a_bad_name_in_a_batch_is_one_400_and_nothing_changes(inbox: Path) -> None:
+    """``../sentinel.jpg`` was a 500 with a traceback (discard), and a batch mixing good and bad names was applied in
+    part before the error: now the whole batch is checked first, for label and discard alike."""
+    from edge_app.review import create_app
+
+    with serving(create_app(inbox)) as port:
+        for path, extra in (("/api/label", {"label": "cat"}), ("/api/discard", {})):
+            code, body = call(port, "POST", path, {"images": ["a.jpg", "../sentinel.jpg", 7, "b.jpg", "x/../c.jpg"], **extra})
+            assert sorted(p.name for p in (inbox / "inbox").iterdir()) == ["a.jpg", "a.json", "b.jpg", "b.json", "c.jpg", "c.json"], path
+            assert (inbox / "sentinel.jpg").is_file() and not list((inbox / "train").rglob("*.jpg")), path
+            assert code == 400, path
+            error = json.loads(body)
+            assert error["bad"] == ["../sentinel.jpg", 7, "x/../c.jpg"] and "'../sentinel.jpg', 7, 'x/../c.jpg'" in error["error"]
+        code, body = call(port, "POST", "/api/discard", {"images": ["../sentinel.jpg"]})
+        assert code == 400 and json.loads(body) == {"error": "bad image name(s), nothing was changed: '../sentinel.jpg'",
+                                                   "bad": ["../sentinel.jpg"]}
+        assert (inbox / "sentinel.jpg").is_file()
+        code, body = call(port, "POST", "/api/label", {"images": ["a.jpg"], "label": "../x"})
+        assert code == 400 and "bad class name" in json.loads(body)["error"]
+        # a good batch still works, and a name done already (another tab) is skipped, not an error
+        code, body = call(port, "POST", "/api/label", {"images": ["a.jpg", "a.jpg"], "label": "cat"})
+        assert code == 200 and json.loads(body)["moved"] == ["a.jpg"] and (inbox / "train" / "cat" / "a.jpg").is_file()
+        code, body = call(port, "POST", "/api/discard", {"images": ["a.jpg", "b.jpg"]})
+        assert code == 200 and json.loads(body) == {"discarded": ["b.jpg"]}
+        assert sorted(p.name for p in (inbox / "inbox").iterdir()) == ["c.jpg", "c.json"] and (inbox / "sentinel.jpg").is_file()
+
+
+def test_a_forged_host_reaches_nothing_even_without_a_token(inbox: Path) -> None:
+    """DNS rebinding: a page on evil.example re-resolves its name to this device; the browser then sends
+    ``Host`` and ``Origin`` both ``evil.example:PORT``, which passed the cross-site check and deleted an image."""
+    from edge_app.review import create_app
+
+    with serving(create_app(inbox)) as port:
+        evil = f"evil.example:{port}"
+        code, body = call(port, "POST", "/api/discard", {"images": ["a.jpg"]}, host=evil, origin=f"http://{evil}")
+        assert code == 400 and body == b"misdirected request: 'evil.example' is not a name of this server; add it with --host-name NAME to serve it\n"
+        code, _ = call(port, "POST", "/api/label", {"images": ["b.jpg"], "label": "cat"}, host=evil, origin=f"http://{evil}")
+        assert code == 400
+        assert call(port, "GET", "/api/inbox", host=evil)[0] == 400  # nor can it read the inbox
+        assert call(port, "GET", "/inbox/a.jpg", host=evil)[0] == 400
+        assert sorted(p.name for p in (inbox / "inbox").glob("*.jpg")) == ["a.jpg", "b.jpg", "c.jpg"]
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LocalHost:{port}", "127.0.0.1"):
+            code, body = call(port, "GET", "/", host=host)
+            assert code == 200 and b"<html" in body.lower(), host
+            assert len(json.loads(call(port, "GET", "/api/inbox", host=host)[1])["items"]) == 3, host
+        for host in ("evil.example", "127.0.0.1.evil.example", "localhost.", "[::2]", "a b", ""):
+            assert call(port, "GET", "/", host=host)[0] == 400, host
+        code, body = call(port, "POST", "/api/discard", {"images": ["a.jpg"]}, host=f"localhost:{port}", origin=f"http://localhost:{port}")
+        assert code == 200 and json.loads(body) == {"discarded": ["a.jpg"]}
+    with serving(create_app(inbox, host_names=["review.example", "*.lab.example"])) as port:  # --host-name
+        for host in (f"review.example:{port}", "pi.lab.example", f"127.0.0.1:{port}"):
+            assert call(port, "GET", "/api/inbox", host=host)[0] == 200, host
+        for host in ("lab.example", "evil.example", "review.example.evil.example"):
+            assert call(port, "GET", "/api/inbox", host=host)[0] == 400, host
+
+
+def test_serving_beyond_loopback_without_a_token_warns(inbox: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import uvicorn
+
+    from edge_app import review
+    from edge_app.errors import ConfigError
+
+    served: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    args = argparse.Namespace(folder=inbox, http="0.0.0.0:8081", token=None, model=None, host_name=["review.example"])
+    with caplog.at_level(logging.INFO, logger="edge_app.review"):
+        assert review.run(args) == 0
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == ["the review page is served on every interface without a token: anyone who can reach this device can use it; "
+                            "pass --token or serve 127.0.0.1 only"]
+        caplog.clear()
+        for http, token in (("127.0.0.1:8081", None), ("0.0.0.0:8081", "t0ken")):
+            assert review.run(argparse.Namespace(**{**vars(args), "http": http, "token": token})) == 0
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert served[0] == {"host": "0.0.0.0", "port": 8081, "log_level": "warning"}  # noqa: S104 - what --http asked for
+    with pytest.raises(ConfigError, match="bad host name"):
+        review.create_app(inbox, host_names=["*evil"])
 
 
 def test_changes_need_the_token_and_the_same_site(server: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import secrets
 import shutil
 import socket
@@ -233,7 +234,7 @@ def test_a_viewer_that_stops_reading_never_slows_write(frames) -> None:
         stalled = socket.socket()
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", web.port))
-        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")  # ... and never reads a byte
+        stalled.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # ... and never reads a byte
         try:
             with feeding(web, big, fps=30) as durations:
                 assert wait_until(lambda: web.viewers == 1, 5)
@@ -341,6 +342,81 @@ def test_status_errors_do_not_break_the_page(frames) -> None:
         code, _, body = fetch(web.url + "api/status")
         assert code == 200 and json.loads(body)["status_error"] == "RuntimeError: app not ready"
         assert fetch(web.url + "metrics")[0] == 200
+
+
+def forged(port: int, method: str, path: str, host: str, origin: str | None = None) -> tuple[int, bytes]:
+    """A request to 127.0.0.1:``port`` whose ``Host`` (and ``Origin``) say ``host``: what a browser sends for a page
+    whose name was re-resolved to this device (DNS rebinding)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Host": host, **({"Origin": origin} if origin else {})}
+    try:
+        conn.request(method, path, body=b"{}" if method == "POST" else None, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def raw(port: int, head: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(head)
+        return s.recv(4096)
+
+
+def test_a_forged_host_cannot_reload_the_model_or_read_anything(frames) -> None:
+    """Without a token, ``POST /api/reload`` with ``Host`` and ``Origin`` both ``evil.example:PORT`` passed the
+    cross-site check (they agree) and reloaded the model: now every request's Host must be one of this server's."""
+    reloads: list[float] = []
+
+    def reload(timeout: float) -> dict[str, Any]:
+        reloads.append(timeout)
+        return {"ok": True, "model": "cifar10@new"}
+
+    with WebServer(port=0, status=lambda: dict(STATUS), reload=reload) as web:
+        web.write(*frames[0])
+        port, evil = web.port, f"evil.example:{web.port}"
+        code, body = forged(port, "POST", "/api/reload", evil, f"http://{evil}")
+        assert (code, body) == (400, b"misdirected request: 'evil.example' is not a name of this server; "
+                                     b"add it to http_hosts (--http-hosts NAME) to serve it\n")
+        assert reloads == []
+        for path in ("/", "/api/status", "/snapshot.jpg", "/stream.mjpg", "/metrics", "/healthz", "/nope"):
+            assert forged(port, "GET", path, evil)[0] == 400, path
+        assert forged(port, "HEAD", "/", evil)[0] == 400
+        assert forged(port, "PUT", "/api/reload", evil)[0] == 400  # every method, before any handler
+        for host in ("evil.example", "127.0.0.1.evil.example", "localhost.", "[::2]:80", "127.0.0.2", "10.0.0.1"):
+            assert forged(port, "GET", "/", host)[0] == 400, host
+        assert raw(port, b"GET / HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 400")  # no Host at all
+        two = raw(port, f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\n\r\n".encode())
+        assert two.startswith(b"HTTP/1.0 400") and b"expected one Host header, got 2" in two
+        assert reloads == []
+        # this server's own names still work, for reading and for changes from its own page
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", "127.0.0.1"):
+            code, body = forged(port, "GET", "/", host)
+            assert code == 200 and b"<img id=\"stream\"" in body, host
+            assert forged(port, "GET", "/api/status", host)[0] == 200, host
+        code, body = forged(port, "POST", "/api/reload", f"localhost:{port}", f"http://localhost:{port}")
+        assert code == 200 and json.loads(body)["model"] == "cifar10@new" and reloads == [30.0]
+        assert forged(port, "POST", "/api/reload", f"127.0.0.1:{port}", f"http://localhost:{port}")[0] == 403  # still cross-site
+
+
+def test_every_interface_answers_the_machine_and_configured_names_and_warns_without_a_token(caplog: pytest.LogCaptureFixture) -> None:
+    name = socket.gethostname()
+    with caplog.at_level(logging.INFO, logger="edge_app.web"), WebServer(host="0.0.0.0", port=0, host_names=["cam.example", "*.lab.example"]) as web:  # noqa: S104
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name == "edge_app.web"]
+        assert warnings == ["the web view is served on every interface without a token: anyone who can reach this device can use it; "
+                            "set http_token (--http-token) or serve 127.0.0.1 only"]
+        for host in (f"127.0.0.1:{web.port}", f"localhost:{web.port}", f"{name}:{web.port}", f"{name.split('.')[0]}.local",
+                     f"cam.example:{web.port}", "door.lab.example"):
+            assert forged(web.port, "GET", "/api/status", host)[0] == 200, host
+        for host in ("evil.example", "lab.example", "cam.example.evil.example", "10.255.255.1"):
+            assert forged(web.port, "GET", "/api/status", host)[0] == 400, host
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge_app.web"):
+        WebServer(host="0.0.0.0", port=0, token=secrets.token_urlsafe(8)).start().close()  # noqa: S104
+        WebServer(port=0).start().close()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == "edge_app.web"]
+    with pytest.raises(ConfigError, match="bad host name"):
+        WebServer(host_names=["evil.*"])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
