@@ -184,6 +184,22 @@ def rollback(dest: Path, *, discard: bool = False) -> Version | None:
     return back
 
 
+def fallback(dest: Path) -> tuple[str, Path] | None:
+    """Read-only: ``(what is wrong with dest, the complete bundle recover would switch to)``, or None when ``dest`` is
+    fine, is no bundle folder of this layout, or no complete bundle is left (``--check-config`` reports it so)."""
+    versions, prev = versions_dir(dest), previous_link(dest)
+    if not (dest.is_dir() or dest.is_symlink() or versions.is_dir() or prev.is_dir()):
+        return None  # a .tflite file, or nothing at all: not a bundle folder
+    reason = complete(dest) if dest.exists() else "it is missing (a switch was interrupted)"
+    if reason is None:
+        return None
+    here = dest.resolve() if dest.exists() else None
+    for candidate in _fallbacks(dest, missing=here is None):
+        if candidate.resolve() != here and complete(candidate) is None:
+            return reason, candidate
+    return None
+
+
 def recover(dest: Path) -> Path:
     """At start: the bundle folder to open for ``--model dest`` (``dest`` itself unless a switch was impossible).
 
@@ -192,19 +208,11 @@ def recover(dest: Path) -> Path:
     is used. Nothing is written when ``dest`` is fine, when no complete bundle is left (opening ``dest`` then fails
     with its own error), or when ``dest`` is no folder of this layout.
     """
-    versions, prev = versions_dir(dest), previous_link(dest)
-    if not (dest.is_dir() or dest.is_symlink() or versions.is_dir() or prev.is_dir()):
-        return dest  # a .tflite file, or nothing at all: not a bundle folder
     with _LOCK:
-        reason = complete(dest) if dest.exists() else "it is missing (a switch was interrupted)"
-        if reason is None:
+        found = fallback(dest)
+        if found is None:
             return dest
-        here = dest.resolve() if dest.exists() else None
-        for candidate in _fallbacks(dest, missing=here is None):
-            if candidate.resolve() != here and complete(candidate) is None:
-                break
-        else:
-            return dest
+        reason, candidate = found
         try:
             used = _switch_to(dest, candidate)
         except OSError as exc:  # a read-only disk: run the complete bundle where it is

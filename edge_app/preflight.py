@@ -1,7 +1,8 @@
 """``edge-app --check-config``: what a run checks before its first frame, without starting capture or serving.
 
 Each check raises the same domain error, with the same one-line message and exit code, as the run meets when
-it opens the same thing: the model and labels are loaded (with the delegate), video files and image folders are
+it opens the same thing: the model and labels are loaded (with the delegate; a ``--model DIR`` left incomplete is
+checked as the bundle the run would fall back to, ``bundles.fallback``), video files and image folders are
 opened and their first frame read (zones must fit it), the web view's address is bound and released, and log
 files are opened for appending (a file that does not exist yet is not created: its folder is tried with a
 temporary file, removed at once). Cameras and streams are not opened: a running service may hold them.
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edge_app import bundles
 from edge_app.config import parse_hostport
 from edge_app.delegates import load_classifier
 from edge_app.errors import OutputError
@@ -34,10 +36,15 @@ log = logging.getLogger(__name__)
 
 def check_model(config: AppConfig, loader: DelegateLoader | None = None) -> str:
     """Load the model, labels and manifest as the run does (``App._open_model``); a line describing what loaded."""
-    files = resolve_model(config.model, config.labels)
+    model, note = config.model, ""
+    found = bundles.fallback(config.model) if config.model is not None else None
+    if found is not None:  # the run switches to the previous complete bundle (bundles.recover): check that one
+        reason, model = found
+        note = f"; {config.model} is not usable ({reason}): the run falls back to {model}"
+    files = resolve_model(model, config.labels)
     classifier, acceleration = load_classifier(files, config.delegate, config.device, config.threads, loader)
     h, w = classifier.size
-    return f"model = {files.model} ({h}x{w}x{classifier.channels} input, {len(classifier.labels)} classes, {acceleration.name})"
+    return f"model = {files.model} ({h}x{w}x{classifier.channels} input, {len(classifier.labels)} classes, {acceleration.name}{note})"
 
 
 def check_source(key: str, spec: SourceSpec, zones: list[Zone]) -> str:

@@ -257,6 +257,11 @@ def test_an_update_killed_by_an_earlier_edge_app_starts_on_the_previous_bundle(t
     live = bundle_copy(CIFAR, tmp_path / "live")
     shutil.copy2(CATS / "manifest.json", live / "manifest.json")
     bundle_copy(CIFAR, tmp_path / "live.previous")
+    # systemd's ExecStartPre runs --check-config first: it must pass on what the run will use, and change nothing
+    checked = edge_app("--model", str(live), "--source", str(clip), "--headless", "--check-config", timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "is not usable" in checked.stdout and "the run falls back to" in checked.stdout and "10 classes" in checked.stdout
+    assert not live.is_symlink() and not (tmp_path / ".live.versions").exists()
     result = run_on(live, clip)
     assert result.returncode == 0, result.stderr
     [warning] = warnings_in(result.stderr)
