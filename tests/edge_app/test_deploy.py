@@ -4,6 +4,7 @@ action is impossible. Real bundles (the shipped ones), a real MJPG video of real
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -82,7 +83,7 @@ def test_deploy_then_rollback_swap_bundles_between_frames(tmp_path, video) -> No
         thread.join(15.0)
     assert box == [0]
     frames = [r.index for r in sink.results]
-    assert all(b > a for a, b in zip(frames, frames[1:], strict=False))  # the source never reopened
+    assert all(b > a for a, b in itertools.pairwise(frames))  # the source never reopened
 
 
 def test_a_candidate_the_app_refuses_is_switched_back_and_the_old_model_runs_on(tmp_path, video) -> None:
