@@ -14,12 +14,15 @@ integer labels and the class names) for:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import logging
 import os
 import pickle
+import stat
 import tarfile
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,18 +183,45 @@ def _folder_root(path: Path, split: str) -> Path:
     )
 
 
+def _tree_files(root: Path) -> Iterator[tuple[str, os.stat_result, str | None]]:
+    """Every file under ``root`` as (path relative to root, stat of the target, link target or None), links followed.
+
+    Symbolic links to class folders or photos are followed (``Path.rglob`` does not descend into linked folders),
+    so a photo added to a linked folder changes the fingerprint; a link loop is walked once.
+    """
+    seen: set[str] = set()
+    for top, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(top, name)
+            try:
+                st = os.stat(full)  # the target's size and time when it is a link
+            except OSError:  # a dangling link
+                continue
+            link = os.path.realpath(full) if os.path.islink(full) or real != os.path.abspath(top) else None
+            yield os.path.relpath(full, root), st, link
+
+
 def _fingerprint(path: Path, split: str, image_size: tuple[int, int] | None) -> str:
     h = hashlib.sha256()
-    h.update(f"v1|{path.resolve()}|{split}|{image_size}".encode())
+    h.update(f"v2|{path.resolve()}|{split}|{image_size}".encode())
     if path.is_file():
         st = path.stat()
         h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
     else:
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        for rel, st, link in _tree_files(path):
+            h.update(f"{rel}|{st.st_size}|{st.st_mtime_ns}|{link or ''}\n".encode())
     return h.hexdigest()[:24]
+
+
+CACHE_LIMIT_ENV = "EDGE_RECOGNITION_CACHE_LIMIT"
+DEFAULT_CACHE_LIMIT = 4 * 1024**3  # bytes: a few decoded photo sets and their backbone features
+_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "M": 1024**2, "MB": 1024**2, "G": 1024**3, "GB": 1024**3, "T": 1024**4, "TB": 1024**4}
 
 
 def default_cache_dir() -> Path:
@@ -199,6 +229,79 @@ def default_cache_dir() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edge-recognition"
+
+
+def parse_bytes(text: str) -> int:
+    """``"4G"`` -> 4 GiB, ``"500M"``, ``"1.5GB"``, ``"1000000"`` (bytes)."""
+    t = text.strip().upper().replace("I", "")  # 4GiB too
+    num = t.rstrip("KMGTB")
+    unit = t[len(num):]
+    try:
+        value = float(num)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or value < 0:
+        raise DataError(f"bad cache size {text!r}: expected bytes or a size such as 500M or 4G")
+    return int(value * _UNITS[unit])
+
+
+def cache_limit() -> int:
+    """The cache's size bound in bytes: ``$EDGE_RECOGNITION_CACHE_LIMIT`` (e.g. ``10G``), else 4 GiB."""
+    env = os.environ.get(CACHE_LIMIT_ENV, "").strip()
+    if not env:
+        return DEFAULT_CACHE_LIMIT
+    try:
+        return parse_bytes(env)
+    except DataError as exc:
+        raise DataError(f"{CACHE_LIMIT_ENV}={env!r}: {exc}") from None
+
+
+def touch_cache_entry(path: Path) -> None:
+    """Mark a cache file as just used (its modification time), for least-recently-used eviction."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune_cache(root: Path | None = None, limit: int | None = None, keep: tuple[Path, ...] = ()) -> list[Path]:
+    """Remove the least recently used files under ``root`` until it holds at most ``limit`` bytes; the removed files.
+
+    Last use is a file's modification time (a cache hit touches it) or its access time, whichever is later. ``keep``
+    (the entry just written) is never removed; half-written ``.tmp`` files are left alone for an hour.
+    """
+    root = root or default_cache_dir()
+    limit = cache_limit() if limit is None else limit
+    kept = {os.path.abspath(k) for k in keep}
+    entries: list[tuple[float, int, str]] = []
+    now = time.time()
+    for top, _dirs, files in os.walk(root):
+        for name in files:
+            full = os.path.join(top, name)
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if ".tmp." in name and now - st.st_mtime < 3600:
+                continue
+            entries.append((max(st.st_atime, st.st_mtime), st.st_size, full))
+    total = sum(size for _, size, _ in entries)
+    removed: list[Path] = []
+    for _, size, full in sorted(entries):
+        if total <= limit:
+            break
+        if full in kept:
+            continue
+        try:
+            os.remove(full)
+        except OSError as exc:
+            log.debug("could not remove cache file %s: %s", full, exc)
+            continue
+        total -= size
+        removed.append(Path(full))
+    if removed:
+        log.info("cache %s over its %.1f GB bound: removed %d least recently used file(s)", root, limit / 1e9, len(removed))
+    return removed
 
 
 def load_folder(
@@ -213,12 +316,15 @@ def load_folder(
         raise DataError(f"dataset not found: {path}; give a folder <root>/<split>/<class>/*.jpg, an archive of one, or cifar10 / fashion-mnist")
     cache_file: Path | None = None
     if use_cache:
+        cache_limit()  # a bad $EDGE_RECOGNITION_CACHE_LIMIT is one line now, not after the images are decoded
         cache_file = (cache_dir or default_cache_dir()) / f"{path.name}-{split}-{_fingerprint(path, split, image_size)}.npz"
         if cache_file.exists():
             try:
                 with np.load(cache_file, allow_pickle=False) as z:
                     log.info("loaded %s from cache %s", path, cache_file)
-                    return Dataset(z["x"], z["y"], tuple(str(c) for c in z["classes"]), str(z["name"]), int(z["skipped"]))
+                    ds = Dataset(z["x"], z["y"], tuple(str(c) for c in z["classes"]), str(z["name"]), int(z["skipped"]))
+                touch_cache_entry(cache_file)
+                return ds
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("ignoring unreadable cache %s (%s)", cache_file, exc)
 
@@ -257,6 +363,8 @@ def load_folder(
             img = fit_to_size(img, image_size)
         by_class.setdefault(cls, []).append(img)
 
+    if not by_class and not skipped:
+        raise _no_images(path, split)
     if empty_classes:
         raise DataError(f"class folder(s) with no readable images in {path} ({split}): {', '.join(sorted(empty_classes))}; add images or remove the folder")
     if not by_class:
@@ -275,6 +383,11 @@ def load_folder(
     if cache_file is not None:
         _write_cache(cache_file, ds)
     return ds
+
+
+def _no_images(path: Path, split: str) -> DataError:
+    layout = f"<root>/{split}/<class>/<image> inside the archive" if is_archive(path) else f"{path}/{split}/<class>/<image> (or {path}/<class>/<image>)"
+    return DataError(f"no images in {path} for split '{split}': expected {layout}, images ending in {', '.join(IMAGE_SUFFIXES)}")
 
 
 def peek_image_size(source: str | os.PathLike[str], split: str = "train", n: int = 8) -> tuple[int, int] | None:
@@ -297,7 +410,12 @@ def peek_image_size(source: str | os.PathLike[str], split: str = "train", n: int
     elif path.is_dir():
         root = _folder_root(path, split)
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            blobs.extend(f.read_bytes() for f in sorted(d.iterdir())[: max(1, n // 2)] if f.suffix.lower() in IMAGE_SUFFIXES)
+            images = [f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()]
+            blobs.extend(f.read_bytes() for f in images[: max(1, n // 2)])
+    else:
+        raise DataError(f"{path} is neither a folder nor a .tar.gz/.tgz/.tar/.zip archive")
+    if not blobs:
+        raise _no_images(path, split)
     sizes = [img.shape[:2] for img in map(decode_image, blobs[: 4 * n]) if img is not None]
     if not sizes:
         return None
@@ -312,6 +430,8 @@ def _write_cache(cache_file: Path, ds: Dataset) -> None:
         tmp.replace(cache_file)
     except OSError as exc:  # a cache is an optimisation: never fail the load for it
         log.warning("could not write dataset cache %s: %s", cache_file, exc)
+        return
+    prune_cache(cache_file.parent, keep=(cache_file,))
 
 
 def check_same_classes(a: Dataset, b: Dataset) -> None:

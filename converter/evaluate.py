@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.cli_common import add_common_flags, run_cli
+from converter.cli_common import add_cache_flag, add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, resize_batch, stratified_sample, train_val
 from converter.errors import DataError, MixedSizesError, ModelError
 from converter.failures import FailureAnalysis, analyse, plot_confusion
@@ -101,10 +101,10 @@ def tflite_predict(path: Path, x: np.ndarray, threads: int | None = None) -> np.
 
 class KerasRunner:
     def __init__(self, path: Path) -> None:
+        if not path.is_file():  # before TensorFlow is imported
+            raise ModelError(f"model not found: {path}; pass a .keras model, a .tflite model or a bundle folder")
         import keras  # noqa: PLC0415
 
-        if not path.is_file():
-            raise ModelError(f"model not found: {path}")
         try:
             self.model = keras.models.load_model(path, compile=False)
         except Exception as exc:
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true",
                    help="also report accuracy with airbench's test-time augmentation (mirror and 1 px shifts: 6 runs an image); "
                    "the device always runs one pass")
+    add_cache_flag(p)
     add_common_flags(p)
     return p
 

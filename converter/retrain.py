@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.cli_common import add_common_flags, run_cli
+from converter.cli_common import add_cache_flag, add_common_flags, run_cli
 from converter.data import load_folder, parse_size, stratified_split
 from converter.errors import DataError
 from converter.evaluate import TFLiteRunner
@@ -53,14 +53,14 @@ def disagreement(current: Path, val_images: np.ndarray, val_classes: tuple[str, 
 
 def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0", image_size: tuple[int, int] | None = None,
             val_fraction: float = 0.2, seed: int = 0, epochs: int | None = None) -> dict[str, Any]:
+    train_dir = root / "train"
+    if not train_dir.is_dir():  # before TensorFlow is imported: a mistyped folder answers at once
+        raise DataError(f"{train_dir} does not exist: label collected frames first (edge-app review {root}), or pass a --collect folder")
     from converter.backbones import default_size  # noqa: PLC0415
     from converter.convert import convert_model  # noqa: PLC0415
     from converter.train import train_pretrained  # noqa: PLC0415
     from converter.transfer import TransferConfig  # noqa: PLC0415
 
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise DataError(f"{train_dir} does not exist: label collected frames first (edge-app review {root}), or pass a --collect folder")
     size = image_size or (default_size(arch), default_size(arch))
     full = load_folder(train_dir, "train", image_size=size)
     counts = full.counts()
@@ -76,7 +76,8 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
     out = root / CANDIDATE
     if out.exists():
         shutil.rmtree(out)
-    res = convert_model(run / "model.keras", train, val, out, calib_images=min(300, len(train)), max_drop=100.0, seed=seed)
+    # a candidate is always written: its int8 check is recorded in its manifest, and review compares it with the running model
+    res = convert_model(run / "model.keras", train, val, out, calib_images=min(300, len(train)), allow_drop=True, seed=seed)
     runner = TFLiteRunner(out)
     pred = np.argmax(runner.predict(val.x), 1)
     recall = {c: round(float(np.mean(pred[val.y == i] == i)), 4) for i, c in enumerate(val.classes)}
@@ -110,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="head epochs (default 40)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="held out per class for the checks (default 0.2)")
     p.add_argument("--seed", type=int, default=0)
+    add_cache_flag(p)
     add_common_flags(p)
     return p
 

@@ -27,12 +27,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+# first: with -q it closes stderr around TensorFlow's import below (its C++ start-up notices), before any flag is parsed
+from converter.cli_common import add_cache_flag, add_common_flags, run_cli
+
+# isort: split
 import keras
 import numpy as np
 
 from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, alternating_flips, dirac_init, resolve_features
 from converter.backbones import BACKBONES, default_size
-from converter.cli_common import add_common_flags, run_cli
 from converter.data import Dataset, load_dataset, parse_size, peek_image_size, train_val
 from converter.distill import check_classes, check_settings, load_teacher, probabilities, soft_targets, soften
 from converter.distributed import DISTRIBUTE, make_strategy, same_on_every_worker, worker_count, worker_index
@@ -579,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    add_cache_flag(p)
     add_common_flags(p)
     return p
 
@@ -587,9 +591,11 @@ def resolve_arch(arch: str, data: str) -> str:
     """``auto``: transfer learning from EfficientNet-Lite0 for photos, the edge CNN for small images and built-in sets."""
     if arch != "auto":
         return arch
-    size = peek_image_size(data)
+    size = peek_image_size(data)  # a folder or archive without images is a DataError here, before any recipe is chosen
     chosen = "efficientnet-lite0" if size is not None and min(size) >= AUTO_PRETRAINED_MIN_SIDE else "edge"
-    log.info("--arch auto: %s (%s)", chosen, f"images of {size[0]}x{size[1]} px and more" if size else "a built-in dataset")
+    why = (f"images of {size[0]}x{size[1]} px and more" if size else
+           "a built-in dataset" if str(data).lower().replace("_", "-") in {"cifar10", "cifar-10", "fashion-mnist"} else "its first images are unreadable")
+    log.info("--arch auto: %s (%s)", chosen, why)
     return chosen
 
 

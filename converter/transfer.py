@@ -30,7 +30,7 @@ import numpy as np
 from keras import layers
 
 from converter.backbones import Backbone, build_backbone
-from converter.data import Dataset, default_cache_dir
+from converter.data import Dataset, default_cache_dir, prune_cache, touch_cache_entry
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def compute_features(
             feats = np.load(cache, allow_pickle=False)
             if len(feats) == len(x):
                 log.info("features of %d %s from cache %s", len(x), what, cache)
+                touch_cache_entry(cache)
                 return feats
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable feature cache %s (%s)", cache, exc)
@@ -96,6 +97,8 @@ def compute_features(
         tmp.replace(cache)
     except OSError as exc:
         log.warning("could not cache features in %s: %s", cache, exc)
+        return feats
+    prune_cache(cache.parent.parent, keep=(cache,))  # the whole cache (datasets, features, weights) under its bound
     return feats
 
 

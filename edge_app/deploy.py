@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import bundles
-from edge_app.model import default_model_dir, shipped_models
+from edge_app.model import default_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +110,11 @@ class ModelDesk:
                     "which systemd/install.sh makes) so that bundles can be deployed into it")
         if self.model_dir.suffix == ".tflite":
             return f"model = {self.model_dir} is a file: set model to a bundle folder so that bundles can be deployed into it"
-        shipped = {default_model_dir(n).resolve() for n in shipped_models()}
-        if self.model_dir.exists() and self.model_dir.resolve() in shipped:
+        shipped_root = default_model_dir().resolve().parent  # the shipped bundles' folder (package data or models/)
+        shipped = {p.name for p in shipped_root.iterdir() if p.is_dir()} if shipped_root.is_dir() else set()
+        if self.model_dir.exists() and self.model_dir.resolve().parent == shipped_root:
             return f"model = {self.model_dir} is a shipped bundle: copy it to a folder of this device's own and set model to that"
-        if str(self.model_dir) in shipped_models() and not self.model_dir.exists():
+        if str(self.model_dir) in shipped and not self.model_dir.exists():
             return f"model = {self.model_dir} names a shipped bundle: set model to a folder of this device's own"
         parent = self.model_dir.parent
         if not os.access(parent, os.W_OK):

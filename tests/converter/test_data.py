@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -11,7 +13,17 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset, check_same_classes, load_dataset, parse_size, stratified_sample, stratified_split, train_val
+from converter.data import (
+    Dataset,
+    check_same_classes,
+    load_dataset,
+    parse_bytes,
+    parse_size,
+    peek_image_size,
+    stratified_sample,
+    stratified_split,
+    train_val,
+)
 from converter.errors import DataError
 
 
@@ -131,3 +143,100 @@ def test_parse_size() -> None:
     assert parse_size("96") == (96, 96) and parse_size("48x64") == (48, 64) and parse_size(None) is None
     with pytest.raises(DataError):
         parse_size("big")
+
+
+@pytest.fixture(scope="module")
+def photos(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
+    """Five real dogs-vs-cats training photos of each class, as files (read from the shared archive)."""
+    out = tmp_path_factory.mktemp("photos")
+    found: dict[str, list[Path]] = {"cat": [], "dog": []}
+    with tarfile.open(shared_datasets / "cats-vs-dogs.tar.gz") as tf:
+        for member in tf:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 3 and parts[0] == "train" and len(found.get(parts[1], [1] * 5)) < 5:
+                fh = tf.extractfile(member)
+                assert fh is not None
+                path = out / parts[2]
+                path.write_bytes(fh.read())
+                found[parts[1]].append(path)
+            if all(len(v) == 5 for v in found.values()):
+                break
+    assert all(len(v) == 5 for v in found.values())
+    return found
+
+
+def test_a_photo_added_to_a_symlinked_class_folder_invalidates_the_cache(tmp_path: Path, photos: dict[str, list[Path]]) -> None:
+    """Class folders that are symbolic links (to photos kept elsewhere) are fingerprinted by what they hold."""
+    elsewhere, root = tmp_path / "photos", tmp_path / "data" / "train"
+    root.mkdir(parents=True)
+    for cls, files in photos.items():
+        (elsewhere / cls).mkdir(parents=True)
+        for f in files[:4]:
+            (elsewhere / cls / f.name).write_bytes(f.read_bytes())
+        (root / cls).symlink_to(elsewhere / cls, target_is_directory=True)
+    cache = tmp_path / "cache"
+    first = load_dataset(tmp_path / "data", image_size=(64, 64), cache_dir=cache)
+    assert first.counts() == {"cat": 4, "dog": 4}
+    new = photos["cat"][4]
+    (elsewhere / "cat" / new.name).write_bytes(new.read_bytes())  # through the link's target, as a user adding a photo does
+    second = load_dataset(tmp_path / "data", image_size=(64, 64), cache_dir=cache)
+    assert second.counts() == {"cat": 5, "dog": 4}  # not the stale cached 4
+    assert len(list(cache.glob("*.npz"))) == 2
+    # a changed photo behind the link (same name, new content) is seen too
+    (elsewhere / "dog" / photos["dog"][0].name).write_bytes(photos["dog"][4].read_bytes())
+    third = load_dataset(tmp_path / "data", image_size=(64, 64), cache_dir=cache)
+    assert not np.array_equal(third.x[5], second.x[5])
+
+
+def test_a_link_loop_in_the_tree_is_fingerprinted_once(tmp_path: Path, photos: dict[str, list[Path]]) -> None:
+    for cls, files in photos.items():
+        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
+        for f in files[:2]:
+            (tmp_path / "data" / "train" / cls / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "data" / "train" / "cat" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    ds = load_dataset(tmp_path / "data", image_size=(64, 64), cache_dir=tmp_path / "cache")
+    assert ds.counts() == {"cat": 2, "dog": 2}
+
+
+def test_the_cache_is_bounded_least_recently_used_first(tmp_path: Path, cifar10: Dataset, monkeypatch: pytest.MonkeyPatch,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    cache = tmp_path / "cache"
+    trees = [_write_tree(tmp_path / f"tree{i}", cifar10.subset(stratified_sample(cifar10.y, 6, seed=i))) for i in range(3)]
+    load_dataset(trees[0], cache_dir=cache)
+    load_dataset(trees[1], cache_dir=cache)
+    entries = sorted(cache.glob("*.npz"))
+    assert len(entries) == 2
+    one = entries[0].stat().st_size
+    for age, entry in zip((3000, 2000), sorted(entries, key=lambda p: p.name), strict=True):  # tree0 used long ago, tree1 less so
+        os.utime(entry, (time.time() - age, time.time() - age))
+    caplog.set_level(logging.INFO)
+    load_dataset(trees[0], cache_dir=cache)  # a hit: tree0 becomes the most recently used
+    assert "from cache" in caplog.text
+    monkeypatch.setenv("EDGE_RECOGNITION_CACHE_LIMIT", str(int(2.5 * one)))
+    load_dataset(trees[2], cache_dir=cache)  # a third entry: over the bound, the least recently used (tree1) goes
+    left = {p.name.split("-")[0] for p in cache.glob("*.npz")}
+    assert left == {"tree0", "tree2"}, left
+    assert "least recently used" in caplog.text
+    monkeypatch.setenv("EDGE_RECOGNITION_CACHE_LIMIT", "lots")
+    with pytest.raises(DataError, match=r"EDGE_RECOGNITION_CACHE_LIMIT='lots'.*500M or 4G"):  # before any image is decoded
+        load_dataset(trees[1], cache_dir=cache)
+
+
+def test_parse_bytes() -> None:
+    assert parse_bytes("4G") == 4 * 1024**3 and parse_bytes("500M") == 500 * 1024**2 and parse_bytes("1.5GiB") == int(1.5 * 1024**3)
+    assert parse_bytes("1000") == 1000 and parse_bytes("0") == 0
+    for bad in ("", "-1G", "4Q", "G"):
+        with pytest.raises(DataError):
+            parse_bytes(bad)
+
+
+def test_a_folder_without_images_is_one_error_naming_the_layout_and_extensions(tmp_path: Path) -> None:
+    for cls in ("cat", "dog"):
+        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
+        (tmp_path / "data" / "train" / cls / "photo.heic").write_bytes(b"not a supported format")
+    for call in (lambda: peek_image_size(tmp_path / "data"), lambda: load_dataset(tmp_path / "data", cache_dir=tmp_path / "c")):
+        with pytest.raises(DataError) as err:
+            call()
+        msg = str(err.value)
+        assert msg.startswith(f"no images in {tmp_path / 'data'} for split 'train'"), msg
+        assert f"{tmp_path / 'data'}/train/<class>/<image>" in msg and ".jpg, .jpeg, .png, .bmp, .webp" in msg
