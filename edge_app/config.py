@@ -77,7 +77,7 @@ class AppConfig:
     """Settings of ``edge-app``; field names are the TOML keys, ``--field-name`` the flags."""
 
     # model
-    model: Path | None = field(default=None, metadata=_meta("model folder or .tflite file (default: the shipped cifar10 model)"))
+    model: Path | None = field(default=None, metadata=_meta("model folder, .tflite file, or a shipped bundle: cifar10 (default), cats-vs-dogs, imagenet"))
     labels: Path | None = field(default=None, metadata=_meta("labels file, one class per line (default: labels.txt beside the model)"))
     model_url: str | None = field(
         default=None,

@@ -104,6 +104,28 @@ def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
     return Path(__file__).resolve().parent.parent / "models" / name
 
 
+def shipped_models() -> list[str]:
+    """The names of the shipped bundles (``edge-app --model NAME``): the folders of ``edge_app_models`` (or ``models/``) with a model."""
+    root: Path | None = None
+    try:
+        pkg = resources.files("edge_app_models")
+        if pkg.is_dir():
+            root = Path(str(pkg))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    root = root or Path(__file__).resolve().parent.parent / "models"
+    try:
+        return sorted(p.name for p in root.iterdir() if (p / "model.tflite").is_file())
+    except OSError:
+        return []
+
+
+def _is_name(path: Path) -> bool:
+    """``imagenet`` (a bundle's name), not ``./imagenet``, ``models/imagenet`` or ``model.tflite``."""
+    text = str(path)
+    return bool(text) and "/" not in text and "\\" not in text and not text.startswith(".") and path.suffix.lower() != ".tflite"
+
+
 def load_labels(path: Path) -> list[str]:
     """One label per line; ``N label`` and ``N: label`` prefixes (Coral style) are accepted."""
     try:
@@ -131,8 +153,15 @@ class ModelFiles:
 
 
 def resolve_model(path: Path | None, labels: Path | None = None) -> ModelFiles:
-    """Accept a model folder or a ``.tflite`` file; find ``labels.txt`` and ``manifest.json`` beside it."""
+    """Accept a model folder, a ``.tflite`` file or a shipped bundle's name (``imagenet``: a folder or file of that name
+    in the working directory comes first); find ``labels.txt`` and ``manifest.json`` beside it."""
     path = path or default_model_dir()
+    if not path.exists() and _is_name(path):
+        names = shipped_models()
+        if str(path) not in names:
+            raise ModelError(f"no model {str(path)!r}: neither a file or folder nor a shipped bundle ({', '.join(names) or 'none installed'}); "
+                             "pass --model with one of those names or a path to a .tflite file or a model folder")
+        path = default_model_dir(str(path))
     if path.is_dir():
         folder, model = path, path / "model.tflite"
         if not model.exists():
