@@ -19,5 +19,10 @@ bundles = sorted(p.name for p in (HERE / "models").iterdir() if p.is_dir() and (
 setup(
     packages=[*code, "edge_app_models", *(f"edge_app_models.{name}" for name in bundles)],
     package_dir={"edge_app_models": "models"},
-    package_data={"edge_app.review": ["static/*"], "edge_app_models": ["*.md"], **{f"edge_app_models.{name}": BUNDLE_FILES for name in bundles}},
+    package_data={
+        "edge_app.review": ["static/*"],
+        "edge_app.web": ["static/*"],
+        "edge_app_models": ["*.md"],
+        **{f"edge_app_models.{name}": BUNDLE_FILES for name in bundles},
+    },
 )

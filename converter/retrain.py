@@ -81,6 +81,8 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
     runner = TFLiteRunner(out)
     pred = np.argmax(runner.predict(val.x), 1)
     recall = {c: round(float(np.mean(pred[val.y == i] == i)), 4) for i, c in enumerate(val.classes)}
+    n = len(val.classes)
+    confusion = [[int(np.sum((val.y == i) & (pred == j))) for j in range(n)] for i in range(n)]  # rows: true class
     result: dict[str, Any] = {
         "candidate": str(out),
         "classes": list(val.classes),
@@ -88,6 +90,7 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
         "val_images": len(val),
         "val_accuracy": {"float": res.manifest["accuracy"]["float"], "int8": round(float(np.mean(pred == val.y)), 4)},
         "recall": recall,
+        "confusion": confusion,
         "train_seconds": report["train_seconds"],
         "total_seconds": round(time.perf_counter() - t0, 1),
         "arch": arch,

@@ -37,6 +37,7 @@ from edge_app.balance import StageBalancer
 from edge_app.collect import CollectSink
 from edge_app.config import AppConfig, parse_hostport
 from edge_app.delegates import Acceleration, DelegateLoader, load_classifier
+from edge_app.deploy import ModelDesk
 from edge_app.errors import EdgeAppError, OutputError
 from edge_app.model import Classifier, ModelFiles, resolve_model, top_k
 from edge_app.mqtt import MqttSink
@@ -203,6 +204,8 @@ class App:
         self.model_reloads = 0
         self.mqtt: MqttSink | None = None
         self.poller: BundlePoller | None = None  # --model-url
+        # the models page's back end: deploy into and roll back --model DIR, retrain from --collect DIR
+        self.desk = ModelDesk(config.model, config.collect, reload=self.reload_and_wait, running=lambda: self.model_id)
         self.display: Window | None = window  # DisplaySink unless headless; given: used instead
         self.web: WebServer | None = None  # --http: one server, a feed per source among each source's views; closed last
         self.views: list[_Output] = []  # shared by every source (MQTT, extra sinks; the web view and its status), drawn before the result is final
@@ -323,8 +326,13 @@ class App:
     # ------------------------------------------------------------------ set-up
 
     def _load_model(self) -> None:
+        model = self.config.model
+        seed = self.config.model_seed
+        if model is not None and seed is not None and bundles.seedable(model):  # the device's own model folder, first start
+            bundles.seed(model, resolve_model(Path(seed)).model.parent)
+            log.info("model folder %s did not exist: made it a copy of the shipped %s bundle (the models page deploys there)", model, seed)
         # a --model folder left incomplete (a switch killed half-way, a damaged file): the previous complete bundle, one warning
-        model = bundles.recover(self.config.model) if self.config.model is not None else None
+        model = bundles.recover(model) if model is not None else None
         self.files, self.classifier, self.acceleration, self.model_id = self._open_model(model)
         self._log_model("model")
 
@@ -500,7 +508,9 @@ class App:
             if first:  # one server for every source: each has its own stream (/stream.mjpg?source=NAME), the page shows them all
                 host, port = parse_hostport(config.http)
                 self.web = WebServer(host, port, token=config.http_token, status=self.status, reload=self.reload_and_wait,
-                                     sources=[c.name for c in self.channels], host_names=config.http_hosts)
+                                     sources=[c.name for c in self.channels], host_names=config.http_hosts,
+                                     review=config.collect, labels=lambda: self.classifier.labels if self.classifier else (),  # /review
+                                     models=self.desk)  # /models
                 self.web.start()
             if self.web is not None:
                 ch.views.append(_Output(f"web {config.http} {ch.name}" if self.several else f"web {config.http}", self.web.feed(ch.name)))
@@ -760,6 +770,7 @@ class App:
             self._reload_cond.notify_all()
         if self.poller is not None:
             self.poller.join()
+        self.desk.close()  # a retrain-model job started from the models page ends with the app
         for ch in self.channels:
             if ch.grabber is not None:
                 ch.grabber.stop()

@@ -184,6 +184,22 @@ def rollback(dest: Path, *, discard: bool = False) -> Version | None:
     return back
 
 
+def seedable(dest: Path) -> bool:
+    """Whether ``seed`` would make ``dest``: a folder path (not a ``.tflite``) that does not exist, with nothing of this
+    layout beside it, in an existing writable folder."""
+    if dest.exists() or dest.is_symlink() or dest.suffix == ".tflite" or len(dest.parts) < 2:
+        return False
+    if versions_dir(dest).exists() or previous_link(dest).exists():
+        return False
+    return dest.parent.is_dir() and os.access(dest.parent, os.W_OK | os.X_OK)
+
+
+def seed(dest: Path, source: Path) -> Version:
+    """Make the missing bundle folder ``dest`` (``seedable``) a copy of the complete bundle ``source``, in this layout:
+    a device's own model folder starts as the shipped bundle, ready for Deploy, Rollback and ``--model-url``."""
+    return install(dest, source, copy=True)
+
+
 def fallback(dest: Path) -> tuple[str, Path] | None:
     """Read-only: ``(what is wrong with dest, the complete bundle recover would switch to)``, or None when ``dest`` is
     fine, is no bundle folder of this layout, or no complete bundle is left (``--check-config`` reports it so)."""

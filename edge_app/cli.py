@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 PROG = "edge-app"
 GROUPS: dict[str, tuple[str, ...]] = {
-    "model": ("model", "labels", "model_url", "model_poll", "threads", "prepare", "delegate", "device"),
+    "model": ("model", "labels", "model_url", "model_poll", "model_seed", "threads", "prepare", "delegate", "device"),
     "source (one of --camera, --source (repeatable), --picamera; default: camera 0)": (
         "camera",
         "source",
@@ -122,8 +122,9 @@ def load_opencv(verbose: bool) -> None:
     """
     quiet_native_logs(verbose)
     cv2 = require_opencv()
-    levels = cv2.utils.logging
-    levels.setLogLevel(levels.LOG_LEVEL_WARNING if verbose else levels.LOG_LEVEL_SILENT)
+    levels = getattr(getattr(cv2, "utils", None), "logging", None)  # not in OpenCV 4.6 (Debian/Raspberry Pi OS Bookworm apt)
+    if levels is not None:
+        levels.setLogLevel(levels.LOG_LEVEL_WARNING if verbose else levels.LOG_LEVEL_SILENT)
     conflict = conflict_message(opencv_distributions())
     if conflict:
         log.warning("%s", conflict)

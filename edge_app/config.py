@@ -85,6 +85,11 @@ class AppConfig:
                        "into model, reloading between frames", check=check_url),
     )
     model_poll: float = field(default=300.0, metadata=_meta("seconds between model_url polls", gt=0.0))
+    model_seed: str | None = field(
+        default=None,
+        metadata=_meta("when model names a folder that does not exist yet (its parent does), make it a copy of this shipped bundle "
+                       "(cifar10, cats-vs-dogs, imagenet) at start: the device's own model folder, where the models page deploys"),
+    )
     threads: int | None = field(default=None, metadata=_meta(
         "interpreter CPU threads (default: one if one invoke() takes under 1 ms on one thread, else the usable cores, at most 4)", min=1, max=64))
     prepare: str = field(
@@ -199,6 +204,8 @@ class AppConfig:
             raise ConfigError("picamera and source are mutually exclusive: picamera with camera = N opens CSI camera N")
         if self.http_token is not None and self.http is None:
             raise ConfigError("http_token is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove the token")
+        if self.model_seed is not None and self.model is None:
+            raise ConfigError("model_seed is set but model is not: set model = DIR (the folder to create, e.g. /var/lib/edge-app/model)")
         if self.http_hosts and self.http is None:
             raise ConfigError("http_hosts is set but http is not: add http = \"0.0.0.0:8080\" (--http) or remove http_hosts")
         if self.log is not None and self.log_format is None and self.log.suffix.lower() not in LOG_EXTENSIONS:

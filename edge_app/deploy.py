@@ -125,6 +125,13 @@ class ModelDesk:
         """Whether ``retrain-model`` can run here (the converter and TensorFlow are installed)."""
         return importlib.util.find_spec("converter") is not None and importlib.util.find_spec("tensorflow") is not None
 
+    def labelled_classes(self) -> dict[str, int]:
+        """Images per class in ``COLLECT/train/`` (what retrain-model trains on)."""
+        train = self.collect / "train" if self.collect is not None else None
+        if train is None or not train.is_dir():
+            return {}
+        return {d.name: n for d in sorted(train.iterdir()) if d.is_dir() and (n := sum(1 for f in d.iterdir() if f.is_file()))}
+
     def retrain_command(self) -> list[str]:
         collect = str(self.collect) if self.collect is not None else "COLLECT_DIR"
         cmd = ["retrain-model", collect]
@@ -227,6 +234,10 @@ class ModelDesk:
                                     "and copy the candidate back, or install the [workstation,pretrained] extras")
             if self.job is not None and self.job.state() == "running":
                 return self._refuse("a retrain is already running")
+            labelled = self.labelled_classes()
+            if len(labelled) < 2:
+                return self._refuse(f"retraining needs labelled images of at least 2 classes in {self.collect / 'train'} (found "
+                                    f"{', '.join(f'{c}: {n}' for c, n in labelled.items()) or 'none'}): label collected frames on the review page first")
             command = [sys.executable, "-m", "converter.retrain", *self.retrain_command()[1:]]
             log_path = self.collect / ".retrain.log"
             job = RetrainJob(command, log_path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import socket
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +36,10 @@ log = logging.getLogger(__name__)
 def check_model(config: AppConfig, loader: DelegateLoader | None = None) -> str:
     """Load the model, labels and manifest as the run does (``App._open_model``); a line describing what loaded."""
     model, note = config.model, ""
-    found = bundles.fallback(config.model) if config.model is not None else None
+    if model is not None and config.model_seed is not None and bundles.seedable(model):  # the run copies the shipped bundle
+        note = f"; {model} does not exist yet: the run makes it a copy of the shipped {config.model_seed} bundle"
+        model = Path(config.model_seed)
+    found = bundles.fallback(config.model) if config.model is not None and not note else None
     if found is not None:  # the run switches to the previous complete bundle (bundles.recover): check that one
         reason, model = found
         note = f"; {config.model} is not usable ({reason}): the run falls back to {model}"
@@ -68,18 +70,11 @@ def check_source(key: str, spec: SourceSpec, zones: list[Zone]) -> str:
 
 
 def check_bind(address: str) -> str:
-    """Bind the web view's address and release it; the run's ``OutputError`` line when it cannot be served there."""
+    """Bind the web view's address as the run does (``edge_app.web.server.bind``) and release it; its ``OutputError``."""
+    from edge_app.web.server import bind  # noqa: PLC0415 - the web application only when --http is set
+
     host, port = parse_hostport(address)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server and uvicorn do
-            sock.bind((host, port))
-            sock.listen(1)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot serve the web view on {host}:{port}: {exc.strerror or exc}; choose another port or stop the program using it"
-        ) from exc
+    bind(host, port, "the web view").close()
     return f"http = {host}:{port} (free)"
 
 

@@ -37,6 +37,7 @@ class Sample:
     rss_mb: float
     frames: int
     parts: int  # MJPEG parts the viewers received so far
+    threads: int = 0  # the app's threads (``Threads`` in /proc): flat when nothing leaks a thread per viewer or request
 
 
 @dataclass
@@ -67,6 +68,17 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise SourceError(f"process {pid} has no VmRSS")
+
+
+def threads(pid: int) -> int:
+    """Threads of process ``pid`` (``Threads`` in /proc; 0 when it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def free_port() -> int:
@@ -137,7 +149,8 @@ def soak(
         started = time.monotonic()
         while True:
             now = time.monotonic() - started
-            report.samples.append(Sample(round(now, 1), round(rss_mb(proc.pid), 1), int(status(port).get("frames", 0)), sum(w.parts for w in watchers)))
+            report.samples.append(Sample(round(now, 1), round(rss_mb(proc.pid), 1), int(status(port).get("frames", 0)), sum(w.parts for w in watchers),
+                                         threads(proc.pid)))
             if now >= duration_s or proc.poll() is not None:
                 break
             time.sleep(min(interval_s, max(0.0, duration_s - now)))
@@ -152,8 +165,8 @@ def soak(
 
 
 def format_report(r: SoakReport) -> str:
-    lines = [f"soak: {r.duration_s:g} s, {r.viewers} viewer(s) on /stream.mjpg", f"{'t (s)':>8} {'RSS (MB)':>9} {'frames':>8} {'parts':>7}"]
-    lines += [f"{s.t_s:>8.0f} {s.rss_mb:>9.1f} {s.frames:>8} {s.parts:>7}" for s in r.samples]
+    lines = [f"soak: {r.duration_s:g} s, {r.viewers} viewer(s) on /stream.mjpg", f"{'t (s)':>8} {'RSS (MB)':>9} {'frames':>8} {'parts':>7} {'threads':>7}"]
+    lines += [f"{s.t_s:>8.0f} {s.rss_mb:>9.1f} {s.frames:>8} {s.parts:>7} {s.threads:>7}" for s in r.samples]
     first, last = r.samples[0], r.samples[-1]
     lines.append(f"RSS {first.rss_mb:.1f} -> {last.rss_mb:.1f} MB; growth over the second half {r.growth_mb_per_min:+.2f} MB/min")
     return "\n".join(lines)

@@ -57,6 +57,7 @@ DRY_RUN=0
 UNINSTALL=0
 PURGE=0
 EXTRAS=""
+KEEP_NUMPY=""
 BUILD_DIR=""
 
 need_value() {
@@ -150,12 +151,15 @@ check_python() {
 }
 
 # The extras to install: the system OpenCV (python3-opencv) when the interpreter has one, since the venv
-# sees it through --system-site-packages; otherwise the headless OpenCV wheel. The integrations (web
-# metrics, MQTT) are small and pure Python.
+# sees it through --system-site-packages; otherwise the headless OpenCV wheel. The web application (live
+# view, API, /metrics, the review page: Starlette, uvicorn, prometheus-client) comes with every install;
+# the integrations (MQTT) are small and pure Python.
 choose_extras() {
     if "$PYTHON" -c 'import cv2' 2>/dev/null; then
         say "using the system OpenCV (python3-opencv)"
         EXTRAS="integrations"
+        # apt's cv2 is built against apt's NumPy (1.24 on Bookworm): a NumPy 2 wheel in the venv would break it.
+        KEEP_NUMPY="$("$PYTHON" -c 'import numpy; print("numpy==" + numpy.__version__)' 2>/dev/null || true)"
     else
         say "no system OpenCV: installing opencv-python-headless"
         EXTRAS="headless,integrations"
@@ -204,7 +208,7 @@ install() {
     fi
     choose_extras
     run env PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet --no-input --upgrade \
-        "${pip_extra[@]}" "${build}[${EXTRAS}]"
+        "${pip_extra[@]}" "${build}[${EXTRAS}]" ${KEEP_NUMPY:+"$KEEP_NUMPY"}
 
     run mkdir -p -- "$UNIT_DIR" "$CONF_DIR"
     # The unit is copied verbatim, also with --prefix: DIR is a staging root (an image build, a test), so the

@@ -24,10 +24,10 @@ pytestmark = [pytest.mark.timeout(900), pytest.mark.slow]
 
 
 def source_files() -> set[str]:
-    """What the wheel must hold: every module of edge_app/ and converter/, the review page's static files, and every file of
+    """What the wheel must hold: every module of edge_app/ and converter/, the web pages' static files, and every file of
     every model bundle."""
     code = {p.relative_to(REPO).as_posix() for top in ("edge_app", "converter") for p in (REPO / top).rglob("*.py") if "__pycache__" not in p.parts}
-    code |= {p.relative_to(REPO).as_posix() for p in (REPO / "edge_app" / "review" / "static").iterdir() if p.is_file()}
+    code |= {p.relative_to(REPO).as_posix() for d in ("review", "web") for p in (REPO / "edge_app" / d / "static").iterdir() if p.is_file()}
     models = {
         "edge_app_models/" + p.relative_to(REPO / "models").as_posix()
         for p in (REPO / "models").rglob("*")

@@ -1,24 +1,20 @@
-"""``edge-app review DIR``: the page where collected frames become a training set.
+"""``edge-app review DIR``: the page where collected frames become a training set, and the collect folder behind it.
 
-A Starlette app served by uvicorn (``pip install 'edge-recognition[review]'``). It shows ``DIR/inbox`` (what
-``--collect DIR`` saved) as thumbnails with the predicted label and score, lowest score first; the user selects
-many and assigns a class (an existing one or a new one) or discards them; labelled images move into
-``DIR/train/<class>/``, the layout ``train-model`` reads, and ``/api/dataset.tar.gz`` downloads that folder.
+The page and its JSON API are routes of the one web application (``edge_app.web.review``): served by the edge-app
+process itself at ``/review`` and ``/api/review/*`` when it runs with ``--collect DIR`` and ``--http`` (the same port
+and token as the live view), and by ``edge-app review DIR`` on a workstation (review routes only; there ``/`` is the
+page as well, and the earlier ``/api/inbox``, ``/api/label``, ``/api/discard``, ``/api/dataset.tar.gz``,
+``/api/candidate`` and ``/inbox/<image>`` still answer). It shows ``DIR/inbox`` (what ``--collect DIR`` saved) as
+thumbnails with the predicted label and score, lowest score first; the user selects many and assigns a class (an
+existing one or a new one) or discards them; labelled images move into ``DIR/train/<class>/``, the layout
+``train-model`` reads, and ``/api/review/dataset.tar.gz`` downloads that folder. ``docs/API.md`` lists the routes.
 
-Routes: ``GET /`` (static page), ``GET /api/inbox``, ``GET /inbox/<image>``, ``GET /train/<class>/<image>``,
-``POST /api/label`` ``{"images": [...], "label": "cat"}``, ``POST /api/discard`` ``{"images": [...]}``,
-``GET /api/dataset.tar.gz``, ``GET /api/candidate`` (the report ``retrain-model`` wrote: validation accuracy,
-per-class recall, disagreement with the current model), ``GET /healthz``.
-
-Security: with ``--token`` every route but ``/healthz`` needs it (``Authorization: Bearer`` or ``?token=`` for
-reading; state changes take it only in the header). A state-changing request must be JSON with the
-``X-Edge-App: 1`` header and, when the browser sends an ``Origin``, this server's own origin, so another site
-cannot post a form or a script request to it (browsers refuse such headers cross-site without CORS, which this
-server never grants). Every request's ``Host`` must name this server (``webgate.AllowedHosts``: the bound address,
-loopback names, the machine's host names when bound beyond loopback, the address the request arrived on, and
-``--host-name``), else it is answered 400 before any route, so a DNS-rebinding page reaches nothing. A batch
-(``images``) is checked whole before anything moves: one bad name is a 400 naming every bad entry, and nothing
-on disk changes. Served beyond loopback without a token, ``run`` logs a warning.
+Security (the application's middleware, ``edge_app.web.security``): with a token every route but ``/healthz`` needs
+it (``Authorization: Bearer``, or ``?token=`` for reading; changes take it only in the header). A change must be JSON
+with the ``X-Edge-App: 1`` header and, when the browser sends an ``Origin``, this server's own origin. Every
+request's ``Host`` must name this server (``edge_app.web.hosts.AllowedHosts``), else 400 before any route. A batch
+(``images``) is checked whole before anything moves (``Dataset.check_names``): one bad name is a 400 naming every bad
+entry, and nothing on disk changes. Served beyond loopback without a token, ``run`` logs a warning.
 """
 
 from __future__ import annotations
@@ -36,8 +32,6 @@ from typing import Any
 
 from edge_app.collect import INBOX, TRAIN
 from edge_app.errors import ConfigError
-from edge_app.httpauth import cross_site, token_matches
-from edge_app.webgate import AllowedHosts, warn_without_token
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +49,7 @@ def _need_starlette() -> None:
         import starlette  # noqa: F401, PLC0415
         import uvicorn  # noqa: F401, PLC0415
     except ImportError:
-        raise ConfigError("the review page needs Starlette and uvicorn: pip install 'edge-recognition[review]'") from None
+        raise ConfigError("the review page needs Starlette and uvicorn: pip install edge-recognition (they are dependencies)") from None
 
 
 def check_class(name: object) -> str:
@@ -71,28 +65,6 @@ class BadBatch(ValueError):
         shown = ", ".join(repr(b) for b in bad[:SHOWN_BAD]) + (f" and {len(bad) - SHOWN_BAD} more" if len(bad) > SHOWN_BAD else "")
         super().__init__(f"bad image name(s), nothing was changed: {shown}")
         self.bad = bad
-
-
-class HostGuard:
-    """ASGI middleware: a request whose ``Host`` is not one of this server's names (``AllowedHosts``) gets 400
-    before any route; ``scope["server"]`` is the address the request arrived on."""
-
-    def __init__(self, app: Any, hosts: AllowedHosts) -> None:
-        self.app = app
-        self.hosts = hosts
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] in ("http", "websocket"):
-            values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"host"]
-            server = scope.get("server")
-            refusal = self.hosts.refusal(values, str(server[0]) if server else None)
-            if refusal is not None:
-                from starlette.responses import PlainTextResponse  # noqa: PLC0415
-
-                log.debug("review request refused: %s", refusal)
-                await PlainTextResponse(f"{refusal}\n", 400)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class Dataset:
@@ -171,120 +143,28 @@ class Dataset:
         return buf.getvalue()
 
 
-def create_app(root: Path, token: str | None = None, labels: list[str] | None = None, *,
+def create_app(root: Path, token: str | None = None, labels: Sequence[str] | None = None, *,
                bind: str = "127.0.0.1", host_names: Sequence[str] = ()) -> Any:
-    """The Starlette application for the collect folder ``root``; ``labels`` (a model's) are offered as classes.
-
-    ``bind`` (the address it will be served on) and ``host_names`` decide the ``Host`` names it answers to
-    (``webgate.AllowedHosts``)."""
+    """The web application in its workstation mode (review routes only) for the collect folder ``root``; ``labels``
+    (a model's) are offered as classes. ``bind`` (the address it will be served on) and ``host_names`` decide the
+    ``Host`` names it answers to (``edge_app.web.hosts.AllowedHosts``)."""
     _need_starlette()
-    hosts = AllowedHosts(bind, host_names, HOST_HINT)
-    from starlette.applications import Starlette  # noqa: PLC0415
-    from starlette.middleware import Middleware  # noqa: PLC0415
-    from starlette.requests import Request  # noqa: PLC0415
-    from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response  # noqa: PLC0415
-    from starlette.routing import Mount, Route  # noqa: PLC0415
-    from starlette.staticfiles import StaticFiles  # noqa: PLC0415
+    from edge_app.web.app import create_app as web_app  # noqa: PLC0415
+    from edge_app.web.hosts import AllowedHosts  # noqa: PLC0415
 
-    data = Dataset(root)
-
-    def refused(exc: ValueError) -> Response:
-        return JSONResponse({"error": str(exc), **({"bad": exc.bad} if isinstance(exc, BadBatch) else {})}, 400)
-
-    def allowed(request: Request, changing: bool) -> Response | None:
-        if token is not None:
-            query = [] if changing else request.query_params.getlist("token")  # a change takes the token only in the header
-            if not token_matches(token, request.headers.get("authorization"), query):
-                return PlainTextResponse("unauthorized: send Authorization: Bearer TOKEN (or ?token= to read)\n", 401)
-        if changing:
-            if cross_site(request.headers.get("origin"), request.headers.get("host"), request.headers.get("sec-fetch-site")):
-                return PlainTextResponse("forbidden: cross-site requests may not change anything\n", 403)
-            if request.headers.get("x-edge-app") != "1" or not request.headers.get("content-type", "").startswith("application/json"):
-                return PlainTextResponse("forbidden: send JSON with the X-Edge-App: 1 header\n", 403)
-        return None
-
-    async def body_names(request: Request) -> tuple[list[Any], dict[str, Any]]:
-        payload = await request.json()
-        if not isinstance(payload, dict) or not isinstance(payload.get("images"), list) or len(payload["images"]) > MAX_BATCH:
-            raise ValueError(f'expected {{"images": [up to {MAX_BATCH} names], ...}}')
-        return payload["images"], payload
-
-    async def page(request: Request) -> Response:
-        return denied if (denied := allowed(request, False)) else FileResponse(STATIC / "index.html")
-
-    async def inbox(request: Request) -> Response:
-        if denied := allowed(request, False):
-            return denied
-        counts = data.classes()
-        offered = sorted(set(counts) | set(labels or []))
-        return JSONResponse({"items": data.inbox_items(), "classes": offered, "counts": counts})
-
-    async def image(request: Request) -> Response:
-        if denied := allowed(request, False):
-            return denied
-        name = request.path_params["name"]
-        if not IMAGE_NAME.fullmatch(name) or not (data.inbox / name).is_file():
-            return PlainTextResponse("not found\n", 404)
-        return FileResponse(data.inbox / name, media_type="image/jpeg")
-
-    async def label(request: Request) -> Response:
-        if denied := allowed(request, True):
-            return denied
-        try:
-            names, payload = await body_names(request)
-            moved = data.move(names, payload.get("label"))  # type: ignore[arg-type]
-        except ValueError as exc:  # a bad label or any bad name: nothing was moved
-            return refused(exc)
-        return JSONResponse({"moved": moved, "counts": data.classes()})
-
-    async def discard(request: Request) -> Response:
-        if denied := allowed(request, True):
-            return denied
-        try:
-            names, _ = await body_names(request)
-            gone = data.discard(names)
-        except ValueError as exc:  # any bad name: nothing was deleted
-            return refused(exc)
-        return JSONResponse({"discarded": gone})
-
-    async def dataset(request: Request) -> Response:
-        if denied := allowed(request, False):
-            return denied
-        return Response(data.tar_gz(), media_type="application/gzip",
-                        headers={"Content-Disposition": f'attachment; filename="{root.name or "dataset"}.tar.gz"'})
-
-    async def candidate(request: Request) -> Response:
-        if denied := allowed(request, False):
-            return denied
-        path = root / "candidate" / "retrain_report.json"
-        try:
-            return JSONResponse(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            return JSONResponse({"error": f"no candidate yet: run retrain-model {root}"}, 404)
-
-    async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok\n")
-
-    return Starlette(routes=[
-        Route("/", page),
-        Route("/api/inbox", inbox),
-        Route("/inbox/{name}", image),
-        Route("/api/label", label, methods=["POST"]),
-        Route("/api/discard", discard, methods=["POST"]),
-        Route("/api/dataset.tar.gz", dataset),
-        Route("/api/candidate", candidate),
-        Route("/healthz", healthz),
-        Mount("/static", app=StaticFiles(directory=STATIC), name="static"),
-    ], middleware=[Middleware(HostGuard, hosts=hosts)])  # fmt: skip
+    return web_app(review=root, labels=list(labels or []), token=token, hosts=AllowedHosts(bind, host_names, HOST_HINT))
 
 
-DESCRIPTION = "Review the frames --collect saved: label them in a web page into DIR/train/<class>/ for train-model."
+DESCRIPTION = (
+    "Review the frames --collect saved: label them in a web page into DIR/train/<class>/ for train-model. The workstation mode of "
+    "the review page that edge-app --collect DIR --http HOST:PORT also serves at /review on its own port (same token)."
+)
 
 
 def add_arguments(parser: Any) -> None:
     parser.add_argument("folder", type=Path, help="the --collect folder (holds inbox/ and train/)")
     parser.add_argument("--http", default="127.0.0.1:8081", help="[HOST:]PORT to serve on (default 127.0.0.1:8081; 0.0.0.0:PORT for every interface)")
-    parser.add_argument("--token", help="require this token (Authorization: Bearer, or ?token= in the page URL)")
+    parser.add_argument("--token", help="require this token (Authorization: Bearer, or ?token= in the page URL; changes take it only in the header)")
     parser.add_argument("--model", type=Path, help="offer this model bundle's labels as classes")
     parser.add_argument("--host-name", action="append", default=[], metavar="NAME",
                         help="also answer requests for this host name (repeatable; *.example.com for a domain): besides the "
@@ -295,7 +175,8 @@ def run(args: Any) -> int:
     from edge_app.config import parse_hostport  # noqa: PLC0415
 
     _need_starlette()
-    import uvicorn  # noqa: PLC0415
+    from edge_app.web import server  # noqa: PLC0415
+    from edge_app.web.hosts import warn_without_token  # noqa: PLC0415
 
     try:
         host, port = parse_hostport(args.http)
@@ -308,7 +189,7 @@ def run(args: Any) -> int:
         files = resolve_model(args.model, None)
         labels = load_labels(files.labels) if files.labels else None
     app = create_app(args.folder, args.token, labels, bind=host, host_names=args.host_name)
-    log.info("review page on http://%s:%d/%s", host, port, "?token=..." if args.token else "")
+    log.info("review page on http://%s:%d/review%s", host, port, "?token=..." if args.token else "")
     warn_without_token(log, "the review page", host, args.token, "pass --token or serve 127.0.0.1 only")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    server.serve(app, host, port, what="the review page")
     return 0

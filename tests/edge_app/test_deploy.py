@@ -156,5 +156,29 @@ def test_retrain_runs_in_the_background_and_its_candidate_deploys(tmp_path, shar
     page = desk.overview()
     assert page["retrain"]["job"]["state"] == "done" and page["candidate"]["report"]["val_images"] == 4
     assert set(page["candidate"]["report"]["recall"]) == {"cat", "dog"} and page["deploy"]["possible"], page["deploy"]
+    confusion = page["candidate"]["report"]["confusion"]  # rows: true class, columns: predicted
+    assert len(confusion) == 2 and sum(map(sum, confusion)) == 4
     assert desk.deploy()["ok"] and reloads and bundles.complete(model_dir) is None
     assert (model_dir / "manifest.json").read_bytes() == (collect / CANDIDATE / "manifest.json").read_bytes()
+
+
+def test_a_device_model_folder_is_seeded_from_a_shipped_bundle_on_first_start(tmp_path, video) -> None:
+    """model = DIR that does not exist yet, model_seed = cats-vs-dogs: check-config says what the run will do and makes
+    nothing; the run makes DIR a copy of the shipped bundle in the switchable layout, ready for Deploy."""
+    from tests.edge_app.helpers import edge_app
+
+    folder = tmp_path / "model"
+    args = ["--model", str(folder), "--model-seed", "cats-vs-dogs", "--source", str(video), "--headless"]
+    checked = edge_app(*args, "--check-config", timeout=120)
+    assert checked.returncode == 0 and "does not exist yet: the run makes it a copy of the shipped cats-vs-dogs bundle" in checked.stdout
+    assert not folder.exists() and not folder.is_symlink()
+    ran = edge_app(*args, "--max-frames", "3", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert "made it a copy of the shipped cats-vs-dogs bundle" in ran.stderr
+    assert folder.is_symlink() and bundles.complete(folder) is None
+    assert (folder / "model.tflite").read_bytes() == (CATS / "model.tflite").read_bytes()
+    again = edge_app(*args, "--max-frames", "3", timeout=120)  # later starts use it as it is
+    assert again.returncode == 0 and "made it a copy" not in again.stderr
+    typo = edge_app("--model", str(tmp_path / "nowhere" / "model"), "--model-seed", "cifar10", "--source", str(video), "--headless",
+                    "--check-config", timeout=120)
+    assert typo.returncode == 4 and "model not found" in typo.stderr  # only in an existing folder: a typo is not created

@@ -162,13 +162,12 @@ def test_a_forged_host_reaches_nothing_even_without_a_token(inbox: Path) -> None
 
 
 def test_serving_beyond_loopback_without_a_token_warns(inbox: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    import uvicorn
-
     from edge_app import review
     from edge_app.errors import ConfigError
+    from edge_app.web import server as web_server
 
     served: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.append(kw))
+    monkeypatch.setattr(web_server, "serve", lambda app, host, port, **kw: served.append({"host": host, "port": port, **kw}))
     args = argparse.Namespace(folder=inbox, http="0.0.0.0:8081", token=None, model=None, host_name=["review.example"])
     with caplog.at_level(logging.INFO, logger="edge_app.review"):
         assert review.run(args) == 0
@@ -179,7 +178,7 @@ def test_serving_beyond_loopback_without_a_token_warns(inbox: Path, monkeypatch:
         for http, token in (("127.0.0.1:8081", None), ("0.0.0.0:8081", "t0ken")):
             assert review.run(argparse.Namespace(**{**vars(args), "http": http, "token": token})) == 0
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert served[0] == {"host": "0.0.0.0", "port": 8081, "log_level": "warning"}  # noqa: S104 - what --http asked for
+    assert served[0] == {"host": "0.0.0.0", "port": 8081, "what": "the review page"}  # noqa: S104 - what --http asked for
     with pytest.raises(ConfigError, match="bad host name"):
         review.create_app(inbox, host_names=["*evil"])
 

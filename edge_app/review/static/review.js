@@ -1,6 +1,9 @@
 // The review page: the inbox as thumbnails (lowest score first), multi-select, label or discard, per-class counts.
 "use strict";
 const token = new URLSearchParams(location.search).get("token");
+// the same page on the live view's port links to the other pages; edge-app review alone serves only this one
+for (const a of document.querySelectorAll("#nav a")) if (token) a.href += "?token=" + encodeURIComponent(token);
+if (location.pathname === "/") document.getElementById("nav").hidden = true;
 const selected = new Set();
 let items = [];
 
@@ -36,7 +39,7 @@ function render(data) {
     card.dataset.image = item.image;
     const img = document.createElement("img");
     img.loading = "lazy";
-    img.src = withToken("inbox/" + encodeURIComponent(item.image));
+    img.src = withToken("api/review/inbox/" + encodeURIComponent(item.image));
     img.alt = item.image;
     const cap = document.createElement("div");
     cap.className = "caption";
@@ -74,7 +77,7 @@ function summary() {
 }
 
 async function refresh() {
-  try { render(await api("api/inbox")); } catch (e) { say("could not load the inbox: " + e.message, true); }
+  try { render(await api("api/review/inbox")); } catch (e) { say("could not load the inbox: " + e.message, true); }
 }
 
 document.getElementById("select-all").addEventListener("click", () => { items.forEach((i) => selected.add(i.image)); render({ items, classes: [...document.getElementById("class-select").options].map((o) => o.value), counts: countsNow() }); });
@@ -87,7 +90,7 @@ document.getElementById("label-btn").addEventListener("click", async () => {
   if (!label) return say("choose a class or type a new one", true);
   if (!selected.size) return say("select some images first", true);
   try {
-    const r = await api("api/label", { images: [...selected], label });
+    const r = await api("api/review/label", { images: [...selected], label });
     say(r.moved.length + " image(s) labelled " + label);
     document.getElementById("new-class").value = "";
     selected.clear();
@@ -97,7 +100,7 @@ document.getElementById("label-btn").addEventListener("click", async () => {
 document.getElementById("discard-btn").addEventListener("click", async () => {
   if (!selected.size) return say("select some images first", true);
   try {
-    const r = await api("api/discard", { images: [...selected] });
+    const r = await api("api/review/discard", { images: [...selected] });
     say(r.discarded.length + " image(s) discarded");
     selected.clear();
     await refresh();
@@ -105,7 +108,7 @@ document.getElementById("discard-btn").addEventListener("click", async () => {
 });
 async function candidate() {
   try {
-    const r = await api("api/candidate");
+    const r = await api("api/review/candidate");
     const lines = ["validation accuracy (int8): " + (r.val_accuracy.int8 * 100).toFixed(1) + "% on " + r.val_images + " images",
       "recall: " + Object.entries(r.recall).map(([c, v]) => c + " " + (v * 100).toFixed(0) + "%").join(", ")];
     if (r.current) lines.push("disagrees with the current model on " + (r.current.disagreement * 100).toFixed(1) + "% of them" +
@@ -114,6 +117,6 @@ async function candidate() {
     document.getElementById("candidate").hidden = false;
   } catch (e) { /* no candidate yet */ }
 }
-document.getElementById("download").href = withToken("api/dataset.tar.gz");
+document.getElementById("download").href = withToken("api/review/dataset.tar.gz");
 refresh();
 candidate();
