@@ -11,6 +11,8 @@ import contextlib
 import importlib
 import logging
 import os
+import platform
+import struct
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -54,11 +56,27 @@ def get_runtime(preferred: str | None = None) -> Runtime:
         version = str(getattr(top, "__version__", "") or getattr(module, "__version__", "") or "unknown")
         log.debug("using TFLite runtime %s %s", name, version)
         return Runtime(name, version, module.Interpreter, module.load_delegate)
-    raise RuntimeMissingError(
-        "no TFLite runtime found; install one with: pip install ai-edge-litert ("
-        + "; ".join(errors)
-        + ")"
-    )
+    raise RuntimeMissingError(f"no TFLite runtime found; {install_hint()} (" + "; ".join(errors) + ")")
+
+
+def is_32bit_arm(machine: str | None = None, pointer_bytes: int | None = None) -> bool:
+    """A 32-bit ARM Python: armv6l/armv7l, or 32-bit Raspberry Pi OS on a 64-bit kernel (uname says aarch64)."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    pointer_bytes = pointer_bytes if pointer_bytes is not None else struct.calcsize("P")
+    if machine in ("aarch64", "arm64"):
+        return pointer_bytes == 4
+    return machine.startswith("arm")
+
+
+def install_hint(machine: str | None = None, pointer_bytes: int | None = None) -> str:
+    """What to install: ai-edge-litert, except on 32-bit ARM, where it has no wheels."""
+    if is_32bit_arm(machine, pointer_bytes):
+        return (
+            "ai-edge-litert has no 32-bit ARM (armhf/armv7l) wheels: install tflite-runtime "
+            "(pip install tflite-runtime, 2.14 for Python 3.11, with apt's python3-numpy: it needs NumPy < 2), "
+            "or use 64-bit Raspberry Pi OS"
+        )
+    return "install one with: pip install ai-edge-litert"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,318 @@
+#!/usr/bin/env bash
+# The device side checked in a Raspberry Pi's own userland: Debian bookworm for arm64 (64-bit Raspberry Pi
+# OS) or armhf (32-bit), run on this x86 machine under qemu-user emulation (binfmt_misc), in a chroot.
+#
+#   sudo bash tests/pi/run.sh arm64|armhf [VIDEO [FRAMES]]    # or tests/pi/arm64.sh, tests/pi/armhf.sh
+#
+# Inside the root it runs the README's "Run on a Raspberry Pi" commands as written (apt packages, then
+# `sudo systemd/install.sh`: the venv with --system-site-packages, pip), `systemd/install.sh --prefix DIR`,
+# `edge-app --check-config`, `edge-app` headless on a real video (top-1 labels equal to the x86 run's on
+# >= 99 % of the frames, every log line valid JSON), the web view on loopback with a token
+# (/api/status, one frame of /stream.mjpg), and one invoke() per shipped bundle (uint8 outputs within 1 of
+# x86's). One line per check, `PASS name detail` or `FAIL name detail`; exit 1 on any failure.
+# Exit 77 with one `SKIP` line only where emulation is impossible here: no qemu-user-static, or
+# binfmt_misc cannot be mounted (not root, or a container without it).
+#
+# The Debian root (debootstrap, then the README's apt packages) is built once (3-5 minutes) and cached as
+# a tarball keyed by the architecture, the package list and SCRIPT_VERSION, under
+# ${EDGE_RECOGNITION_CACHE_ROOT:-$HOME/.cache/edge-recognition}/pi-roots/ (pip's download cache sits beside
+# it); each run unpacks a fresh copy. VIDEO defaults to one made here from real dogs-vs-cats photos.
+set -euo pipefail
+
+SCRIPT_VERSION=1
+SKIP=77
+SUITE=bookworm
+MIRROR="${EDGE_RECOGNITION_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+HOST_PYTHON="${EDGE_RECOGNITION_PYTHON:-$REPO/.venv/bin/python}"
+CACHE="${EDGE_RECOGNITION_CACHE_ROOT:-$HOME/.cache/edge-recognition}/pi-roots"
+# Packages every root gets beside the README's (the script's own needs: none of them are the app's).
+BASE_PACKAGES=(ca-certificates python3)
+
+ARCH="${1:-}"
+case "$ARCH" in
+    # INVOKE_MAX_DIFF: how far (uint8 steps) one invoke() may be from x86's, the top-1 class equal.
+    # LABELS_MIN: the share of video frames whose top-1 label must equal x86's. Measured 2026-12-07, same input
+    # bytes: the 32 px CIFAR-10 bundle within 0 (arm64, LiteRT 2.3.0) and 1 (armhf, tflite-runtime 2.14) steps;
+    # the 224 px EfficientNet-Lite0 bundle 8 steps on both: ARM's int8 kernels round otherwise than x86's
+    # XNNPACK (x86's own XNNPACK and built-in kernels differ by 10 on that input). Labels: 195/200 frames on
+    # both (apt's OpenCV 4.6 decodes the JPEG frames a little differently from the x86 wheel; near ties).
+    arm64) QEMU=qemu-aarch64-static BINFMT=qemu-aarch64 INVOKE_MAX_DIFF=10 LABELS_MIN=0.95 ;;
+    armhf) QEMU=qemu-arm-static BINFMT=qemu-arm INVOKE_MAX_DIFF=10 LABELS_MIN=0.95 ;;
+    *) echo "usage: bash tests/pi/run.sh arm64|armhf [VIDEO [FRAMES]]" >&2; exit 2 ;;
+esac
+VIDEO="${2:-}"
+FRAMES="${3:-200}"
+NAME="pi-$ARCH"
+
+T0=$SECONDS
+FAILURES=0
+note() { printf '%s: %s\n' "$NAME" "$*"; }
+pass() { printf 'PASS %s\n' "$*"; }
+fail() {
+    printf 'FAIL %s\n' "$*"
+    FAILURES=$((FAILURES + 1))
+}
+skip() {
+    printf 'SKIP %s %s\n' "$NAME" "$*"
+    exit "$SKIP"
+}
+elapsed() { printf '%ss' "$((SECONDS - T0))"; }
+
+# ---------------------------------------------------------------- can this machine emulate the Pi?
+command -v "$QEMU" >/dev/null || skip "qemu-user-static is not installed ($QEMU not found): sudo apt-get install -y qemu-user-static"
+[ "$(id -u)" -eq 0 ] || skip "binfmt_misc and chroot need root, and this is uid $(id -u): run it with sudo"
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+        skip "binfmt_misc cannot be mounted here (mount -t binfmt_misc failed: a container without it?)"
+fi
+if [ ! -e "/proc/sys/fs/binfmt_misc/$BINFMT" ] && command -v update-binfmts >/dev/null; then
+    update-binfmts --enable "$BINFMT" >/dev/null 2>&1 || true
+fi
+[ -e "/proc/sys/fs/binfmt_misc/$BINFMT" ] ||
+    skip "binfmt_misc has no $BINFMT entry and update-binfmts could not add one: is binfmt-support installed?"
+INTERPRETER="$(sed -n 's/^interpreter //p' "/proc/sys/fs/binfmt_misc/$BINFMT")"
+[ -x "$HOST_PYTHON" ] || { echo "FAIL setup no host Python at $HOST_PYTHON: run bash tests/setup.sh, or set EDGE_RECOGNITION_PYTHON" && exit 1; }
+
+WORK="$(mktemp -d "${TMPDIR:-/var/tmp}/edge-pi-$ARCH.XXXXXX")"
+ROOT="$WORK/root"
+APP_PID=""
+cleanup() {
+    if [ -n "$APP_PID" ]; then
+        kill "$APP_PID" 2>/dev/null || true
+        wait "$APP_PID" 2>/dev/null || true
+    fi
+    local mnt
+    for mnt in "$ROOT/root/.cache/pip" "$ROOT/dev" "$ROOT/proc"; do
+        if mountpoint -q "$mnt" 2>/dev/null; then umount -R "$mnt" 2>/dev/null || umount -lR "$mnt" || true; fi
+    done
+    rm -rf --one-file-system -- "$WORK"
+}
+trap cleanup EXIT
+
+# The interpreter binfmt_misc names must exist inside the root unless the entry has the F (fix binary) flag.
+put_interpreter() {
+    mkdir -p "$1$(dirname "$INTERPRETER")"
+    cp -L -- "$INTERPRETER" "$1$INTERPRETER"
+}
+
+# /proc (a fresh procfs) and /dev only: with the host's /sys, LiteRT's CPU detection segfaults under qemu.
+mount_root() {
+    mount -t proc proc "$1/proc"
+    mount --rbind /dev "$1/dev"
+    mount --make-rslave "$1/dev"
+    cp -L /etc/resolv.conf "$1/etc/resolv.conf"
+    # This machine's certificate authorities (a TLS-inspecting proxy's among them, where there is one), so
+    # pip inside the root reaches PyPI as pip on the host does.
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+        mkdir -p "$1/etc/ssl/certs"
+        cp -L /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"
+    fi
+}
+unmount_root() {
+    umount -R "$1/dev" 2>/dev/null || umount -lR "$1/dev"
+    umount "$1/proc" 2>/dev/null || umount -l "$1/proc"
+}
+
+# A clean environment, as on a fresh Pi: only the proxy settings pass, and pip is pointed at the system
+# certificate bundle (which mount_root made this machine's).
+ROOT_ENV=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 PIP_CERT=/etc/ssl/certs/ca-certificates.crt)
+for var in http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    if [ -n "${!var:-}" ]; then ROOT_ENV+=("$var=${!var}"); fi
+done
+in_root() { chroot "$ROOT" /usr/bin/env -i "${ROOT_ENV[@]}" "$@"; }
+
+# ---------------------------------------------------------------- the README's Raspberry Pi commands
+# README.md's "## Run on a Raspberry Pi" section, and its first ```bash block, as written.
+readme_section() {
+    awk '/^## Run on a Raspberry Pi/ { s = 1; next } s && /^## / { exit } s { print }' "$REPO/README.md"
+}
+# (Every reader in these pipes reads to the end: one that exits early would kill the writer with SIGPIPE.)
+readme_block() {
+    readme_section | awk '!done && /^```bash/ { b = 1; next } b && /^```/ { b = 0; done = 1 } b { print }'
+}
+readme_apt_packages() {
+    readme_block | sed -n 's/^sudo apt-get install -y \([^#]*\).*/\1/p' | grep -v -i edgetpu | awk 'NR == 1' | xargs -n 1 | sort
+}
+README_PACKAGES="$(readme_apt_packages | xargs)"
+[ -n "$README_PACKAGES" ] || { echo "FAIL readme no 'sudo apt-get install -y ...' line in README.md's Raspberry Pi section" && exit 1; }
+
+# ---------------------------------------------------------------- the cached Debian root
+KEY="$(printf '%s\n' "$SCRIPT_VERSION" "$SUITE" "$ARCH" "${BASE_PACKAGES[*]}" "$README_PACKAGES" | sha256sum | cut -c1-16)"
+TARBALL="$CACHE/debian-$SUITE-$ARCH-$KEY.tar.zst"
+mkdir -p "$CACHE" "$CACHE/pip-$ARCH" "$ROOT"
+
+build_root() {
+    command -v debootstrap >/dev/null || { echo "FAIL root debootstrap is not installed: sudo apt-get install -y debootstrap" && exit 1; }
+    local build="$WORK/build"
+    note "building the Debian $SUITE $ARCH root (debootstrap; a few minutes, once per package list) ..."
+    local include
+    include="$(IFS=,; echo "${BASE_PACKAGES[*]}")"
+    debootstrap --foreign --arch="$ARCH" --variant=minbase --include="$include" "$SUITE" "$build" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$WORK/debootstrap.log"; echo "FAIL root debootstrap --foreign failed"; exit 1; }
+    put_interpreter "$build"
+    chroot "$build" /debootstrap/debootstrap --second-stage >>"$WORK/debootstrap.log" 2>&1 ||
+        { tail -n 20 "$WORK/debootstrap.log"; echo "FAIL root debootstrap --second-stage failed"; exit 1; }
+    # The README's apt packages that Debian has (python3-picamera2 is Raspberry Pi OS's own), so the README's
+    # apt-get line below finds them installed; apt's lists and archives are dropped from the tarball.
+    mount_root "$build"
+    local available=() pkg
+    chroot "$build" apt-get update -qq >>"$WORK/debootstrap.log" 2>&1
+    for pkg in $README_PACKAGES; do
+        if chroot "$build" apt-cache show "$pkg" >/dev/null 2>&1; then available+=("$pkg"); fi
+    done
+    chroot "$build" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${available[@]}" >>"$WORK/debootstrap.log" 2>&1 ||
+        { unmount_root "$build"; tail -n 20 "$WORK/debootstrap.log"; echo "FAIL root apt-get install ${available[*]} failed"; exit 1; }
+    chroot "$build" apt-get clean
+    unmount_root "$build"
+    rm -rf "$build/var/lib/apt/lists/"* "$build/etc/resolv.conf"
+    tar -C "$build" --numeric-owner -cf - . | zstd -q -T0 -3 -o "$TARBALL.tmp"
+    mv -- "$TARBALL.tmp" "$TARBALL"
+    rm -rf --one-file-system -- "$build"
+}
+
+if [ -f "$TARBALL" ]; then
+    note "reusing the cached root $TARBALL"
+else
+    build_root
+    note "cached the root in $TARBALL ($(du -h "$TARBALL" | cut -f1)) after $(elapsed)"
+fi
+zstd -q -dc "$TARBALL" | tar -C "$ROOT" --numeric-owner -xf -
+put_interpreter "$ROOT"
+mount_root "$ROOT"
+mkdir -p "$ROOT/root/.cache/pip"
+mount --bind "$CACHE/pip-$ARCH" "$ROOT/root/.cache/pip"
+in_root /bin/true || { echo "FAIL emulation chroot $ROOT /bin/true does not run"; exit 1; }
+note "root ready after $(elapsed): $(in_root uname -m), $(in_root python3 -V)"
+
+# ---------------------------------------------------------------- inputs and the x86 reference
+mkdir -p "$ROOT/root/pi"
+if [ -z "$VIDEO" ]; then
+    VIDEO="$WORK/video.avi"
+    datasets=""
+    for d in "${EDGE_RECOGNITION_DATASETS:-}" "$REPO/../shared/datasets" /work/shared/datasets; do
+        if [ -n "$d" ] && [ -f "$d/cats-vs-dogs.tar.gz" ]; then datasets="$d" && break; fi
+    done
+    [ -n "$datasets" ] || { echo "FAIL inputs no cats-vs-dogs.tar.gz: set EDGE_RECOGNITION_DATASETS or pass VIDEO"; exit 1; }
+    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" make-video "$datasets" "$VIDEO" "$FRAMES"
+fi
+DATASETS_FOR_INPUTS="${EDGE_RECOGNITION_DATASETS:-$REPO/../shared/datasets}"
+[ -f "$DATASETS_FOR_INPUTS/cats-vs-dogs.tar.gz" ] || DATASETS_FOR_INPUTS=/work/shared/datasets
+cp -- "$VIDEO" "$ROOT/root/pi/video.avi"
+cp -- "$REPO/tests/pi/pi_check.py" "$ROOT/root/pi/"
+(cd "$REPO" && "$HOST_PYTHON" tests/pi/pi_check.py make-inputs "$DATASETS_FOR_INPUTS" "$ROOT/root/pi/inputs") >/dev/null
+(cd "$REPO" && "$HOST_PYTHON" -m edge_app --source "$VIDEO" --headless --log "$WORK/x86.jsonl" >/dev/null 2>&1) ||
+    { echo "FAIL x86 edge-app on the host failed: $HOST_PYTHON -m edge_app.cli --source $VIDEO --headless"; exit 1; }
+(cd "$REPO" && "$HOST_PYTHON" tests/pi/pi_check.py invoke "$ROOT/root/pi/inputs" "$WORK/x86-invoke.json" 2>/dev/null) >/dev/null
+FRAMES="$(wc -l <"$WORK/x86.jsonl")"
+
+# ---------------------------------------------------------------- (1) the README's install, as written
+# The checkout travels as install.sh copies it (no .git, .venv, caches): `git clone` of this very tree.
+tar -C "$REPO" --exclude=./.git --exclude=./.venv --exclude=./runs --exclude=./build --exclude=./dist --exclude=./shared \
+    --exclude='*.egg-info' --exclude=__pycache__ --exclude=.mypy_cache --exclude=.ruff_cache --exclude=.pytest_cache \
+    -cf - . | (mkdir -p "$ROOT/root/checkout" && tar -C "$ROOT/root/checkout" -xf -)
+{
+    # sudo: root already (minbase has no sudo). apt-get install: the packages Debian has; python3-picamera2
+    # comes from Raspberry Pi OS's own archive.
+    cat <<'EOF'
+set -euxo pipefail
+cd /root
+sudo() { "$@"; }
+apt-get() {
+    if [ "$1" = install ]; then
+        local a kept=()
+        for a in "$@"; do
+            case "$a" in
+                -* | install) kept+=("$a") ;;
+                *) if command apt-cache show "$a" >/dev/null 2>&1; then kept+=("$a"); else echo "pi: $a is not in Debian (Raspberry Pi OS archive only): left out" >&2; fi ;;
+            esac
+        done
+        set -- "${kept[@]}"
+    fi
+    DEBIAN_FRONTEND=noninteractive command apt-get "$@"
+}
+EOF
+    # Coral's apt repository (optional in the README) is not reachable from CI; the clone is this checkout.
+    readme_block | grep -v -i -e coral -e edgetpu |
+        sed -e 's#^git clone <[^>]*> \([^ ]*\)#cp -a /root/checkout \1#'
+} >"$ROOT/root/pi/readme-install.sh"
+note "running the README's Raspberry Pi commands (Coral lines left out: optional, not a Debian archive) ..."
+t=$SECONDS
+if in_root bash /root/pi/readme-install.sh >"$WORK/readme-install.log" 2>&1 && [ -x "$ROOT/opt/edge-app/venv/bin/edge-app" ]; then
+    pass "readme-install README's apt-get lines and 'sudo systemd/install.sh' in $((SECONDS - t)) s: $(in_root /opt/edge-app/venv/bin/edge-app --version 2>&1 | tail -n 1); left out: $(grep -o '^pi: [^ ]* is not in Debian' "$WORK/readme-install.log" | cut -d' ' -f2 | sort -u | xargs)"
+else
+    fail "readme-install exit non-zero after $((SECONDS - t)) s; last lines: $(tail -n 5 "$WORK/readme-install.log" | tr '\n' '|')"
+fi
+t=$SECONDS
+if in_root /root/edge-recognition/systemd/install.sh --prefix /root/staged --no-enable >"$WORK/install-prefix.log" 2>&1 &&
+    [ -x "$ROOT/root/staged/opt/edge-app/venv/bin/edge-app" ] && [ -f "$ROOT/root/staged/etc/systemd/system/edge-app.service" ]; then
+    pass "install-prefix systemd/install.sh --prefix /root/staged --no-enable in $((SECONDS - t)) s: venv, unit and config staged, no service started"
+else
+    fail "install-prefix last lines: $(tail -n 5 "$WORK/install-prefix.log" | tr '\n' '|')"
+fi
+
+EDGE_APP=/opt/edge-app/venv/bin/edge-app
+PI_PYTHON=/opt/edge-app/venv/bin/python
+runtime_line="$(in_root "$PI_PYTHON" -c 'import cv2, numpy; from edge_app.runtime import get_runtime; r = get_runtime(); print(r.name, r.version, "| NumPy", numpy.__version__, "| OpenCV", cv2.__version__, cv2.__file__)' 2>&1 | tail -n 3 | tr '\n' ' ' || true)"
+note "runtime in the Pi venv: $runtime_line"
+
+# ---------------------------------------------------------------- (2) check-config, then a real video
+check_config_line="$(readme_section | awk '!found && /^\/opt\/edge-app\/venv\/bin\/edge-app --check-config/ { found = 1; sub(/ *#.*/, ""); print }')"
+if [ -n "$check_config_line" ] && in_root bash -c "$check_config_line" >"$WORK/check-config.log" 2>&1; then
+    pass "check-config '$check_config_line' (the README's line): exit 0, $(wc -l <"$WORK/check-config.log") lines of settings"
+else
+    fail "check-config '${check_config_line:-no such line in the README}': $(tail -n 3 "$WORK/check-config.log" 2>/dev/null | tr '\n' '|')"
+fi
+
+t=$SECONDS
+if in_root "$EDGE_APP" --source /root/pi/video.avi --headless --log /root/pi/pi.jsonl >"$WORK/run.log" 2>&1; then
+    secs=$((SECONDS - t))
+    pass "edge-app-video headless on a ${FRAMES}-frame real video in ${secs} s ($(awk -v f="$FRAMES" -v s="$secs" 'BEGIN { printf "%.1f", f / (s > 0 ? s : 1) }') fps under emulation, start-up included): $(grep -m 1 -o 'stopped.*' "$WORK/run.log" || true)"
+else
+    fail "edge-app-video exit non-zero: $(tail -n 5 "$WORK/run.log" | tr '\n' '|')"
+fi
+if [ -f "$ROOT/root/pi/pi.jsonl" ]; then
+    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-logs "$WORK/x86.jsonl" "$ROOT/root/pi/pi.jsonl" "$FRAMES" "$LABELS_MIN" || FAILURES=$((FAILURES + 1))
+else
+    fail "labels-agree no log written"
+fi
+
+# ---------------------------------------------------------------- (3) the web view on loopback, with a token
+PORT="$("$HOST_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+TOKEN="pi-check-$RANDOM$RANDOM"
+in_root "$EDGE_APP" --source /root/pi/video.avi --loop --headless --http "127.0.0.1:$PORT" --http-token "$TOKEN" >"$WORK/web.log" 2>&1 &
+APP_PID=$!
+"$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" web "$PORT" "$TOKEN" || FAILURES=$((FAILURES + 1))
+kill "$APP_PID" 2>/dev/null || true
+wait "$APP_PID" 2>/dev/null || true
+APP_PID=""
+
+# ---------------------------------------------------------------- (4) one invoke() per shipped bundle
+if in_root "$PI_PYTHON" /root/pi/pi_check.py invoke /root/pi/inputs /root/pi/invoke.json >"$WORK/invoke.log" 2>&1; then
+    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-invoke "$WORK/x86-invoke.json" "$ROOT/root/pi/invoke.json" "$INVOKE_MAX_DIFF" || FAILURES=$((FAILURES + 1))
+else
+    fail "invoke the Pi venv could not invoke the bundles: $(tail -n 3 "$WORK/invoke.log" | tr '\n' '|')"
+fi
+
+# ---------------------------------------------------------------- (5) 32-bit: the line when no runtime is there
+# ai-edge-litert has no 32-bit ARM wheels: with every runtime hidden, edge-app must say so and what to do.
+if [ "$ARCH" = armhf ]; then
+    for module in ai_edge_litert tflite_runtime tensorflow; do
+        mkdir -p "$ROOT/root/pi/no-runtime/$module"
+        echo 'raise ImportError("hidden by tests/pi/run.sh")' >"$ROOT/root/pi/no-runtime/$module/__init__.py"
+    done
+    if in_root env PYTHONPATH=/root/pi/no-runtime "$EDGE_APP" --source /root/pi/video.avi --headless >/dev/null 2>"$WORK/no-runtime.log"; then
+        fail "no-runtime-line edge-app ran with every runtime hidden"
+    elif line="$(grep -m 1 'ai-edge-litert has no 32-bit ARM' "$WORK/no-runtime.log")"; then
+        pass "no-runtime-line $(wc -l <"$WORK/no-runtime.log") line(s) on stderr: ${line:0:220}"
+    else
+        fail "no-runtime-line stderr: $(tr '\n' '|' <"$WORK/no-runtime.log")"
+    fi
+fi
+
+if [ "$FAILURES" -eq 0 ]; then
+    note "all checks passed in $(elapsed) (Debian $SUITE $ARCH under $QEMU; runtime $runtime_line)"
+else
+    note "$FAILURES check(s) failed after $(elapsed); logs were in $WORK (removed on exit)"
+    exit 1
+fi
