@@ -98,7 +98,8 @@ def test_refuses_an_int8_model_that_loses_accuracy(
     run, _ = tiny_edge_run
     train, val = fmnist_small
     # a floor this int8 model (calibrated on 20 images) cannot meet: the same answer as float on every image
-    with pytest.raises(QuantizationError, match=r"give the same answer on only .* of the images \(at least 100% needed\), on 500 held-out images.*"
+    with pytest.raises(QuantizationError, match=r"give the same answer on only .* of the images \(at least 100% needed; binomial p = 0 < "
+                       r"0\.\d+\), on 500 held-out images.*"
                        r"--calib-images 500; this run used 20.*--allow-drop") as err:
         convert_model(run / "model.keras", train, val, tmp_path / "out", calib_images=20, min_agreement=1.0)
     assert "\n" not in str(err.value)
@@ -140,6 +141,16 @@ def test_int8_check_is_a_paired_test_not_a_fixed_point_difference() -> None:
     assert check.agreement_too_low and not check.significantly_worse and not check.acceptable
     with pytest.raises(ValueError, match="same non-zero number"):
         int8_check(labels, float_pred, int8_pred[:-1])
+    # a few-photo carve (20 a class leaves 10 check photos): one changed answer of 10 is no evidence against the floor ...
+    few = np.arange(10) % 2
+    one_off = few.copy()
+    one_off[0] = 1 - few[0]
+    check = int8_check(few, few, one_off)
+    assert check.agreement == 0.9 and check.agreement_p_value == pytest.approx(1 - 0.97**10, rel=1e-6) and check.acceptable
+    # ... three of ten is
+    three_off = few.copy()
+    three_off[:3] = 1 - few[:3]
+    assert int8_check(few, few, three_off).agreement_too_low
 
 
 def test_the_exact_binomial_without_scipy_matches_scipy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,3 +88,44 @@ def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_da
     assert report["fine_tune_layers"] == 4  # blocks_15's expand, depthwise and project convs, and the head conv
     assert changed == {"blocks_15_expand_conv", "blocks_15_depthwise_conv", "blocks_15_project_conv", "conv_head"}, changed
     assert "fine_tune_accuracy" in report["history"]
+
+
+@pytest.fixture(scope="module")
+def few_photos(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], dict[str, object], float]:
+    """Issue 34: 20 real photos a class with the default flags (96 px to stay fast), converted to int8, and the int8 model
+    on 200 photos of the archive's own test split: (train report, manifest, int8 test accuracy)."""
+    from converter.convert import main as convert_main
+    from converter.data import load_dataset
+    from converter.evaluate import evaluate, open_runner
+
+    data = str(shared_datasets / "cats-vs-dogs.tar.gz")
+    out = tmp_path_factory.mktemp("few-photos")
+    assert train_main(["--data", data, "--limit-per-class", "20", "--image-size", "96", "--out", str(out / "run"), "-q"]) == 0
+    assert convert_main([str(out / "run" / "model.keras"), "--data", data, "--out", str(out / "bundle"), "--eval-limit", "100", "-q"]) == 0
+    test = load_dataset(data, "test", (96, 96))
+    test = test.subset(stratified_sample(test.y, 100, seed=3))
+    acc = evaluate(open_runner(out / "bundle" / "model.tflite"), test, "test", latency_runs=1).accuracy
+    return (json.loads((out / "run" / "train_report.json").read_text()), json.loads((out / "bundle" / "manifest.json").read_text()), acc)
+
+
+def test_few_photos_get_the_logistic_head_and_convert_to_an_accurate_int8_model(few_photos: tuple[dict, dict, float]) -> None:
+    report, manifest, test_int8 = few_photos
+    assert report["train_images"] == 40 and report["transfer"]["head"] == "logreg"
+    assert report["transfer"]["feature_views"] == 2  # plain and mirror: more crops did not help beyond the draws' spread
+    assert 1e-4 <= report["transfer"]["head_C"] <= 10
+    assert manifest["accuracy"]["agreement"] >= 0.9, manifest["accuracy"]  # int8 against float on 100 held-out photos
+    assert test_int8 >= FEW_PHOTOS_FLOOR, test_int8  # 200 held-out test photos
+
+
+FEW_PHOTOS_FLOOR = 0.85
+
+
+def test_few_photos_are_scored_by_repeated_kfold_with_a_confidence_interval(few_photos: tuple[dict, dict, float]) -> None:
+    report, _, test_int8 = few_photos
+    cv = report["cross_validation"]
+    assert report["scored_by"] == "cross-validation" and report["transfer"]["cross_validation"] == cv
+    assert cv["photos"] == 40 and cv["folds"] == 5 and cv["repeats"] == 3 and len(cv["repeat_accuracy"]) == 3
+    lo, hi = cv["ci95"]
+    assert 0 <= lo <= cv["accuracy"] <= hi <= 1 and 0.05 < hi - lo < 0.4, cv  # 40 photos: a wide interval, honestly
+    assert "cross-validation" in cv["method"] and cv["ci"].startswith("Wilson")
+    assert abs(cv["accuracy"] - test_int8) <= 0.15, (cv, test_int8)  # the estimate tracks the held-out score
