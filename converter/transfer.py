@@ -230,6 +230,7 @@ def fit_logreg(f: np.ndarray, y: np.ndarray, groups: np.ndarray, n_cls: int, *, 
                 if key > best:
                     best, C = key, c
             cv_acc = best[0]
+    assert C is not None  # given, or chosen above
     m = fit(z, y, float(C))
     coef = np.zeros((n_cls, f.shape[1]), np.float64)
     bias = np.zeros(n_cls, np.float64)
