@@ -147,6 +147,19 @@ class Int8Check:
         }
 
 
+def tflite_io(model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest's ``input`` and ``output`` blocks for a converted model: size, colour order, dtype, quantisation."""
+    interp = make_interpreter(model)
+    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
+    h, w, c = (int(d) for d in inp["shape"][1:])
+    return (
+        {"height": h, "width": w, "channels": c, "color_order": "RGB" if c == 3 else "GRAY",
+         "dtype": np.dtype(inp["dtype"]).name, "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1])},
+        {"dtype": np.dtype(outp["dtype"]).name, "scale": float(outp["quantization"][0]), "zero_point": int(outp["quantization"][1]),
+         "kind": "probabilities"},
+    )
+
+
 def int8_check(labels: np.ndarray, float_pred: np.ndarray, int8_pred: np.ndarray, *, alpha: float = ALPHA,
                min_agreement: float = MIN_AGREEMENT) -> Int8Check:
     """Compare the two models' top-1 predictions on the same labelled images (see :class:`Int8Check`)."""
@@ -342,9 +355,7 @@ def convert_model(
     compiled = compile_edgetpu(out / "model.tflite", out) if tpu.compatible else None
     if not tpu.compatible:
         log.warning("not Edge TPU compatible: %s", "; ".join(tpu.problems))
-    interp = make_interpreter(out / "model.tflite")
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    h, w, c = (int(d) for d in inp["shape"][1:])
+    model_in, model_out = tflite_io(out / "model.tflite")
     report_path = model_path.parent / "train_report.json"
     train_report = json.loads(report_path.read_text()) if report_path.exists() else {}
     manifest: dict[str, Any] = {
@@ -352,14 +363,8 @@ def convert_model(
         "model": "model.tflite",
         "edgetpu_model": compiled.name if compiled else None,
         "labels": "labels.txt",
-        "input": {
-            "height": h, "width": w, "channels": c, "color_order": "RGB" if c == 3 else "GRAY",
-            "dtype": np.dtype(inp["dtype"]).name, "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
-        },
-        "output": {
-            "dtype": np.dtype(outp["dtype"]).name, "scale": float(outp["quantization"][0]), "zero_point": int(outp["quantization"][1]),
-            "kind": "probabilities",
-        },
+        "input": model_in,
+        "output": model_out,
         "classes": list(train.classes),
         "dataset": train.name,
         "arch": arch or train_report.get("arch", "unknown"),

@@ -207,12 +207,12 @@ def build_bundle(
 ) -> dict[str, Any]:
     """Quantise, check against the float model, write ``out`` (model.tflite, labels.txt, manifest.json); the manifest."""
     from converter import decode_check  # noqa: PLC0415
-    from converter.convert import add_metadata, compile_edgetpu, edgetpu_report  # noqa: PLC0415
+    from converter.convert import add_metadata, compile_edgetpu, edgetpu_report, tflite_io  # noqa: PLC0415
     from converter.evaluate import keras_predict, tflite_predict  # noqa: PLC0415
     from converter.models import count_macs  # noqa: PLC0415
     from converter.quantize import quantize_model  # noqa: PLC0415
     from converter.report import library_versions  # noqa: PLC0415
-    from edge_app.model import MANIFEST_FORMAT, make_interpreter  # noqa: PLC0415
+    from edge_app.model import MANIFEST_FORMAT  # noqa: PLC0415
 
     if len(labels) != 1000:
         raise DataError(f"expected 1000 ImageNet class names, got {len(labels)}")
@@ -254,23 +254,15 @@ def build_bundle(
         shutil.copyfile(staged, out / "model.tflite")
     (out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
     compiled = compile_edgetpu(out / "model.tflite", out) if tpu.compatible else None
-    interp = make_interpreter(out / "model.tflite")
-    inp, outp = interp.get_input_details()[0], interp.get_output_details()[0]
-    h, w, c = (int(d) for d in inp["shape"][1:])
+    model_in, model_out = tflite_io(out / "model.tflite")
     timing = latency_ms(out, pets.x)
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
         "model": "model.tflite",
         "edgetpu_model": compiled.name if compiled else None,
         "labels": "labels.txt",
-        "input": {
-            "height": h, "width": w, "channels": c, "color_order": "RGB",
-            "dtype": np.dtype(inp["dtype"]).name, "scale": float(inp["quantization"][0]), "zero_point": int(inp["quantization"][1]),
-        },
-        "output": {
-            "dtype": np.dtype(outp["dtype"]).name, "scale": float(outp["quantization"][0]), "zero_point": int(outp["quantization"][1]),
-            "kind": "probabilities",
-        },
+        "input": model_in,
+        "output": model_out,
         "classes": labels,
         "dataset": "imagenet-1k",
         "arch": ARCH,

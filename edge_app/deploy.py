@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import bundles
-from edge_app.model import default_model_dir
+from edge_app.model import default_model_dir, shipped_models
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,8 @@ class ModelDesk:
                     "which systemd/install.sh makes) so that bundles can be deployed into it")
         if self.model_dir.suffix == ".tflite":
             return f"model = {self.model_dir} is a file: set model to a bundle folder so that bundles can be deployed into it"
-        shipped_root = default_model_dir().resolve().parent  # the shipped bundles' folder (package data or models/)
-        shipped = {p.name for p in shipped_root.iterdir() if p.is_dir()} if shipped_root.is_dir() else set()
-        if self.model_dir.exists() and self.model_dir.resolve().parent == shipped_root:
+        shipped = shipped_models()
+        if self.model_dir.exists() and self.model_dir.resolve() in {default_model_dir(n).resolve() for n in shipped}:
             return f"model = {self.model_dir} is a shipped bundle: copy it to a folder of this device's own and set model to that"
         if str(self.model_dir) in shipped and not self.model_dir.exists():
             return f"model = {self.model_dir} names a shipped bundle: set model to a folder of this device's own"

@@ -44,14 +44,18 @@ def _candidate(collect: Path, source: Path, model_bytes: bytes | None = None) ->
     return cand
 
 
-def test_deploy_then_rollback_swap_bundles_between_frames(tmp_path, video) -> None:
-    model_dir = tmp_path / "model"
+def _running(model_dir: Path, collect: Path, video: Path) -> tuple[App, ModelDesk, Collect]:
+    """An app (not yet started) on ``video`` with ``model_dir`` a copy of the shipped cifar10 bundle, and its desk."""
     shutil.copytree(CIFAR, model_dir)
-    collect = tmp_path / "collect"
-    _candidate(collect, CATS)
     sink = Collect()
     app = App(config(source=str(video), loop=True, realtime=True, model=str(model_dir)), extra_sinks=[sink], handle_signals=False)
-    desk = ModelDesk(model_dir, collect, reload=app.reload_and_wait, running=lambda: app.model_id)
+    return app, ModelDesk(model_dir, collect, reload=app.reload_and_wait, running=lambda: app.model_id), sink
+
+
+def test_deploy_then_rollback_swap_bundles_between_frames(tmp_path, video) -> None:
+    model_dir, collect = tmp_path / "model", tmp_path / "collect"
+    _candidate(collect, CATS)
+    app, desk, sink = _running(model_dir, collect, video)
     thread, box = run_in_thread(app)
     try:
         assert wait_until(lambda: len(sink.results) > 5, 30.0), app.status()
@@ -87,13 +91,9 @@ def test_deploy_then_rollback_swap_bundles_between_frames(tmp_path, video) -> No
 
 
 def test_a_candidate_the_app_refuses_is_switched_back_and_the_old_model_runs_on(tmp_path, video) -> None:
-    model_dir = tmp_path / "model"
-    shutil.copytree(CIFAR, model_dir)
-    collect = tmp_path / "collect"
+    model_dir, collect = tmp_path / "model", tmp_path / "collect"
     _candidate(collect, CATS, model_bytes=b"TFL3 but not really a model" * 10)
-    sink = Collect()
-    app = App(config(source=str(video), loop=True, realtime=True, model=str(model_dir)), extra_sinks=[sink], handle_signals=False)
-    desk = ModelDesk(model_dir, collect, reload=app.reload_and_wait, running=lambda: app.model_id)
+    app, desk, sink = _running(model_dir, collect, video)
     thread, box = run_in_thread(app)
     try:
         assert wait_until(lambda: len(sink.results) > 5, 30.0), app.status()
