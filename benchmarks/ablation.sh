@@ -14,9 +14,9 @@ mkdir -p "$out" "$runs"
 one() {  # name, extra train-model flags...
   local name="$1"; shift
   [ -f "$out/$name.json" ] && { echo "ablation: $name done already"; return; }
-  "$py" -m converter.train --data "$data" --arch edge --limit-per-class "$limit" --epochs "$epochs" --batch-size "$batch" \
+  "$py" -m converter.cli.train --data "$data" --arch edge --limit-per-class "$limit" --epochs "$epochs" --batch-size "$batch" \
       --seed 0 --out "$runs/$name" -q "$@" > /dev/null
-  "$py" -m converter.convert "$runs/$name/model.keras" --data "$data" --out "$runs/$name/bundle" -q > "$runs/$name/convert.json"
+  "$py" -m converter.cli.convert "$runs/$name/model.keras" --data "$data" --out "$runs/$name/bundle" -q > "$runs/$name/convert.json"
   "$py" - "$runs/$name" "$out/$name.json" "$name" "$limit" <<'PY'
 import json, sys
 run, dest, name, limit = sys.argv[1:]

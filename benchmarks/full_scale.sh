@@ -16,10 +16,10 @@ out=reports/full-scale; run="${RUNS_DIR:-runs/full-scale}/$name"
 mkdir -p "$out"
 if [ ! -f "$run/model.keras" ]; then
   resume=(); [ -f "$run/resume.keras" ] && resume=(--resume)
-  "$py" -m converter.train --data "$data" --arch edge --recipe airbench --seed 0 --out "$run" "${resume[@]}" "$@"
+  "$py" -m converter.cli.train --data "$data" --arch edge --recipe airbench --seed 0 --out "$run" "${resume[@]}" "$@"
 fi
-[ -f "$run/bundle/model.tflite" ] || "$py" -m converter.convert "$run/model.keras" --data "$data" --out "$run/bundle" -q > /dev/null
-"$py" -m converter.evaluate "$run/bundle" --data "$data" --threads 1 --tta --json -q > "$run/evaluation.json"
+[ -f "$run/bundle/model.tflite" ] || "$py" -m converter.cli.convert "$run/model.keras" --data "$data" --out "$run/bundle" -q > /dev/null
+"$py" -m converter.cli.evaluate "$run/bundle" --data "$data" --threads 1 --tta --json -q > "$run/evaluation.json"
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 isa="$(grep -m1 -owE 'avx512f|avx2' /proc/cpuinfo | sort -r | head -1 || true)"
 grep -qw amx_bf16 /proc/cpuinfo && isa="$isa, amx_bf16"

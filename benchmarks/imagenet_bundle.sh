@@ -14,5 +14,5 @@ out="${1:-models/imagenet}"
 bin=.venv/bin
 wheels=$(mktemp -d); trap 'rm -rf "$wheels"' EXIT
 "$bin/python" -m pip download "timm==1.0.31" --no-deps --quiet -d "$wheels"
-"$bin/python" -m converter.imagenet --timm-wheel "$wheels"/timm-1.0.31-*.whl \
+"$bin/python" -m converter.cli.imagenet_bundle --timm-wheel "$wheels"/timm-1.0.31-*.whl \
     --photos "$data/cats-vs-dogs.tar.gz" --cifar "$data/cifar10-train.tar.gz" --out "$out" -q

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Performance table of the README: both shipped models, headless, default threads, full and reduced decode,
+# The performance tables of docs/performance.md: both shipped models, headless, default threads, full and reduced decode,
 # the naive loop, the decode-only ceiling, 30 fps paced, and two paced cameras in one process.
 # Usage: bash benchmarks/performance.sh [OUT]   (writes OUT/<model>-<decode>.json, default reports/performance/<machine>:
 # one folder per machine kind, e.g. reports/performance/intel-avx512, so each machine keeps its rows)

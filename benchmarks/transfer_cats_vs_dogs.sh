@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dogs-vs-cats transfer-learning table of the README: for each input size, the default recipe
+# The dogs-vs-cats transfer-learning table of docs/transfer.md: for each input size, the default recipe
 # (train-model with no --arch: EfficientNet-Lite0, ImageNet weights, cached features, head), its int8
 # conversion, and the int8 model on the archive's 2,000-photo test split (one thread).
 #

@@ -13,10 +13,10 @@ mkdir -p "$out" "$runs"
 [ "$#" -gt 0 ] || set -- 64,128,128 64,256,256
 for widths in "$@"; do
   name="${widths//,/-}"
-  "$py" -m converter.train --data "$data" --arch edge --recipe airbench --widths "$widths" --limit-per-class "$limit" \
+  "$py" -m converter.cli.train --data "$data" --arch edge --recipe airbench --widths "$widths" --limit-per-class "$limit" \
       --epochs "$epochs" --batch-size "$batch" --seed 0 --out "$runs/$name" -q > /dev/null
-  "$py" -m converter.convert "$runs/$name/model.keras" --data "$data" --out "$runs/$name/bundle" -q > /dev/null
-  "$py" -m converter.evaluate "$runs/$name/bundle" --data "$data" --threads 1 --json -q > "$runs/$name/evaluation.json"
+  "$py" -m converter.cli.convert "$runs/$name/model.keras" --data "$data" --out "$runs/$name/bundle" -q > /dev/null
+  "$py" -m converter.cli.evaluate "$runs/$name/bundle" --data "$data" --threads 1 --json -q > "$runs/$name/evaluation.json"
   "$py" - "$runs/$name" "$out/$name.json" "$widths" <<'PY'
 import json, sys
 run, dest, widths = sys.argv[1:]

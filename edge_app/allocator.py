@@ -8,7 +8,7 @@ arenas at two (``M_ARENA_MAX``), unless the user set ``MALLOC_ARENA_MAX`` themse
 side also reuses its frame buffers (``sources.framepool``), so the largest allocation is not made
 per frame at all. ``MALLOC_MMAP_THRESHOLD_=131072``, the other known cure, is not set: every large
 buffer is then mmapped and page-faulted afresh, which slowed ``edge-app bench`` on a 2-core AMD EPYC
-(README, "Faults it survives"). ``edge-app soak`` measures the result. Other C libraries (musl) are left alone.
+(docs/faults.md). ``edge-app soak`` measures the result. Other C libraries (musl) are left alone.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ import re
 import secrets
 import shutil
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,10 +185,13 @@ def rollback(dest: Path, *, discard: bool = False) -> Version | None:
     return back
 
 
-def seedable(dest: Path) -> bool:
+def seedable(dest: Path, names: Collection[str] = ()) -> bool:
     """Whether ``seed`` would make ``dest``: a folder path (not a ``.tflite``) that does not exist, with nothing of this
-    layout beside it, in an existing writable folder."""
-    if dest.exists() or dest.is_symlink() or dest.suffix == ".tflite" or len(dest.parts) < 2:
+    layout beside it, in an existing writable folder. A bare name among ``names`` (the shipped bundles'
+    names) means that bundle, not a folder to make; any other bare name is a folder in the working directory."""
+    if dest.exists() or dest.is_symlink() or dest.suffix == ".tflite" or not dest.parts:
+        return False
+    if len(dest.parts) == 1 and str(dest) in names:
         return False
     if versions_dir(dest).exists() or previous_link(dest).exists():
         return False

@@ -6,8 +6,9 @@
                                                 with --viewers N, the cost of N MJPEG viewers
     edge-app soak [--duration S] [--viewers N]  the app's resident memory over minutes of streaming
     edge-app review DIR [--http HOST:PORT]      label a --collect folder's frames in a browser
+    edge-app doctor DIR [--model M] [--zones]   what is wrong with a photo set before training (--strict: exit 9)
 
-Every run flag is also a config-file key (``--top-k`` is ``top_k``); flags given override the
+Every run flag is also a config-file key (``--top-k`` is ``top_k`` in ``[classification]``); flags given override the
 file. Logging goes to stderr and is configured here only. OpenCV is imported only after the flags
 are parsed (``--help`` works without it), and its and FFmpeg's own console lines are silenced
 unless ``-v``: the line a user reads is ours. Errors the user can fix are one line,
@@ -30,7 +31,7 @@ from edge_app import __version__
 from edge_app.allocator import tune_malloc
 from edge_app.argparsing import StrictParser
 from edge_app.config import AppConfig, field_specs, load_config
-from edge_app.errors import EdgeAppError, ExitCode
+from edge_app.errors import EdgeAppError, ExitCode, log_to_stderr, report_error
 from edge_app.opencv_check import conflict_message, opencv_distributions, quiet_native_logs, require_opencv
 
 log = logging.getLogger(__name__)
@@ -104,14 +105,7 @@ def configure_logging(verbose: int = 0, quiet: int = 0, debug: bool = False) -> 
     level = logging.DEBUG if debug or verbose > 0 else {0: logging.INFO, 1: logging.WARNING}.get(quiet, logging.ERROR)
     # journald stamps every line itself; a terminal gets the time
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(True)
+    log_to_stderr(level, fmt, datefmt="%H:%M:%S", capture_warnings=True)
 
 
 def load_opencv(verbose: bool) -> None:
@@ -139,18 +133,7 @@ def add_logging_flags(parser: argparse.ArgumentParser) -> None:
 
 def report(exc: BaseException, debug: bool) -> int:
     """Print the one-line error (and with ``debug`` the traceback); the exit code."""
-    if debug:
-        log.error("traceback:", exc_info=exc)
-    if isinstance(exc, EdgeAppError):
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return int(exc.exit_code)
-    if isinstance(exc, KeyboardInterrupt):
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return int(ExitCode.INTERRUPTED)
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    hint = "" if debug else " (run with --debug for the traceback)"
-    print(f"{PROG}: error: unexpected {type(exc).__name__}: {detail}{hint}", file=sys.stderr)
-    return int(ExitCode.ERROR)
+    return report_error(PROG, exc, debug=debug, logger=log)
 
 
 # ---------------------------------------------------------------------- run / check-config
@@ -164,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         "window, JSONL/CSV log, snapshots, web view or MQTT out.",
         epilog="subcommands (each has --help):\n"
         + "".join(f"  {PROG} {name:<8} {text}\n" for name, (_, text) in SUBCOMMANDS.items())
-        + "\nEvery run flag is also a config key (--top-k is top_k); see systemd/config.example.toml.\n"
-        "Exit codes: 0 ok, 2 usage, 3 config, 4 model, 5 source, 6 delegate, 7 output, 8 no runtime.",
+        + "\nEvery run flag is also a config key (--top-k is top_k in [classification]); see systemd/config.example.toml.\n"
+        "Exit codes: 0 ok, 2 usage, 3 config, 4 model, 5 source, 6 delegate, 7 output, 8 no runtime, 9 doctor --strict findings.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
@@ -238,7 +221,7 @@ def run_bench(argv: Sequence[str]) -> int:
         load_opencv(verbose="-v" in argv or "--verbose" in argv or "--debug" in argv)
     except EdgeAppError as exc:
         return report(exc, debug=False)
-    from edge_app import bench  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
+    from edge_app.tools import bench  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
 
     tune_malloc()  # the bench measures the app as it runs
     parser = StrictParser(prog=f"{PROG} bench", description=bench.DESCRIPTION)
@@ -266,7 +249,7 @@ def _run_tool(name: str, module: Any, argv: Sequence[str]) -> int:
 
 
 def run_soak(argv: Sequence[str]) -> int:
-    from edge_app import soak  # noqa: PLC0415 - a workstation tool, imported only when asked for
+    from edge_app.tools import soak  # noqa: PLC0415 - a workstation tool, imported only when asked for
 
     return _run_tool("soak", soak, argv)
 
@@ -277,10 +260,21 @@ def run_review(argv: Sequence[str]) -> int:
     return _run_tool("review", review, argv)
 
 
+def run_doctor(argv: Sequence[str]) -> int:
+    try:
+        load_opencv(verbose="-v" in argv or "--verbose" in argv or "--debug" in argv)
+    except EdgeAppError as exc:
+        return report(exc, debug=False)
+    from edge_app import doctor  # noqa: PLC0415 - imports OpenCV, so only once require_opencv() passed
+
+    return _run_tool("doctor", doctor, argv)
+
+
 SUBCOMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "bench": (run_bench, "per-stage latency, FPS and CPU a frame, the naive-loop comparison, the cost of N viewers"),
     "soak": (run_soak, "the app's resident memory and threads over minutes of streaming to viewers"),
     "review": (run_review, "label a --collect folder's frames in a browser (the workstation mode of the review page)"),
+    "doctor": (run_doctor, "check a photo set before training: imbalance, small photos, duplicates, mislabels, no 'none' class"),
 }
 
 

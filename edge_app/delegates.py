@@ -13,36 +13,24 @@ import contextlib
 import logging
 import os
 import platform
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_app.config.values import DELEGATES, parse_device
 from edge_app.errors import ConfigError, DelegateError, ModelError
 from edge_app.model import Classifier, Manifest, ModelFiles
 from edge_app.runtime import get_runtime
 
 log = logging.getLogger(__name__)
 
-DELEGATES = ("cpu", "edgetpu", "auto")
 EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 NO_EDGETPU = "No Edge TPU found: plug in the Coral USB stick (and install libedgetpu1-std) or run with --delegate cpu"
-_DEVICE = re.compile(r"^(usb|pci)?(:\d+)?$")
 
 # (library file, options) -> a delegate object for the interpreter; raises when it cannot load
 DelegateLoader = Callable[[str, dict[str, str]], Any]
-
-
-def parse_device(text: str | None) -> str | None:
-    """Normalise an Edge TPU device string: ``usb``, ``usb:N``, ``pci``, ``pci:N`` or ``:N`` (Nth of any kind)."""
-    if text is None:
-        return None
-    value = text.strip().lower()
-    if not value or not _DEVICE.match(value) or value == ":":
-        raise ConfigError(f"Edge TPU device must be usb, usb:N, pci, pci:N or :N (e.g. usb:0), got {text!r}")
-    return value
 
 
 def edgetpu_library(system: str | None = None) -> str:
@@ -144,7 +132,7 @@ PROBE_RUNS = 3  # timed invokes (after a warm-up) that decide it
 def default_threads() -> int:
     """The most threads ``--threads``' default uses: the cores this process may use, at most 4.
 
-    Measured with ``bash benchmarks/threads.sh`` (README, Performance): on 2 cores, 2 threads make
+    Measured with ``bash benchmarks/threads.sh`` (docs/performance.md): on 2 cores, 2 threads make
     the 224 px model's pipeline 1.4-1.7x faster than one, while 4 threads (the TF-Lite Raspberry Pi
     example's default) are slower than 2 there.
     """

@@ -237,7 +237,7 @@ class ModelDesk:
             if len(labelled) < 2:
                 return self._refuse(f"retraining needs labelled images of at least 2 classes in {self.collect / 'train'} (found "
                                     f"{', '.join(f'{c}: {n}' for c, n in labelled.items()) or 'none'}): label collected frames on the review page first")
-            command = [sys.executable, "-m", "converter.retrain", *self.retrain_command()[1:]]
+            command = [sys.executable, "-m", "converter.cli.retrain", *self.retrain_command()[1:]]
             log_path = self.collect / ".retrain.log"
             job = RetrainJob(command, log_path)
             try:

@@ -35,10 +35,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
+from edge_app.config.values import BrokerURL
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.zones import WHOLE_FRAME
@@ -53,58 +53,7 @@ except ImportError:  # pragma: no cover - the integrations extra is not installe
 log = logging.getLogger(__name__)
 
 DISCOVERY_PREFIX = "homeassistant"
-DEFAULT_PORTS = {"mqtt": 1883, "tcp": 1883, "mqtts": 8883, "ssl": 8883, "ws": 80, "wss": 443}
-TLS_SCHEMES = ("mqtts", "ssl", "wss")
-WS_SCHEMES = ("ws", "wss")
 ONLINE, OFFLINE = "online", "offline"
-
-
-@dataclass(frozen=True)
-class BrokerURL:
-    """A parsed ``mqtt[s]://[user[:password]@]host[:port]`` (also ``tcp``, ``ssl``, ``ws``, ``wss``)."""
-
-    scheme: str
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    path: str = "/mqtt"  # websockets only
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme in TLS_SCHEMES
-
-    @property
-    def transport(self) -> str:
-        return "websockets" if self.scheme in WS_SCHEMES else "tcp"
-
-    def redacted(self) -> str:
-        user = f"{self.username}:***@" if self.username and self.password else f"{self.username}@" if self.username else ""
-        return f"{self.scheme}://{user}{self.host}:{self.port}"
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerURL:
-        example = "expected e.g. mqtt://host:1883 or mqtts://user:password@host:8883"
-        try:
-            parts = urlsplit(url.strip())
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"bad MQTT broker URL {url!r}: {exc}; {example}") from None
-        scheme = parts.scheme.lower()
-        if scheme not in DEFAULT_PORTS:
-            raise ConfigError(f"bad MQTT broker URL {url!r}: unknown scheme {parts.scheme!r}; {example} ({', '.join(DEFAULT_PORTS)})")
-        if not parts.hostname:
-            raise ConfigError(f"bad MQTT broker URL {url!r}: no host name; {example}")
-        if port == 0:
-            raise ConfigError(f"bad MQTT broker URL {url!r}: port 0; the broker port must be 1-65535")
-        return cls(
-            scheme=scheme,
-            host=parts.hostname,
-            port=port or DEFAULT_PORTS[scheme],
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            path=parts.path or "/mqtt",
-        )
 
 
 def topic_safe(name: str) -> str:

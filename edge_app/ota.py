@@ -27,18 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from edge_app import bundles
-from edge_app.errors import ConfigError
+from edge_app.config.values import check_bundle_url as check_url
 
 log = logging.getLogger(__name__)
 
 MAX_BUNDLE_BYTES = 200_000_000
 FETCH_TIMEOUT_S = 30.0
-
-
-def check_url(url: str) -> None:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"expected an http:// or https:// URL of a bundle folder (with manifest.json), got {url!r}")
 
 
 def file_sha256(path: Path) -> str | None:
@@ -165,8 +159,3 @@ class BundlePoller:
         except OSError as exc:
             log.error("model-url: cannot restore the previous bundle in %s: %s", self.dest, exc)
             return None
-
-
-def validate(url: str | None, model: Path | None) -> None:
-    if url is not None and model is None:
-        raise ConfigError("model_url needs model = DIR: the local folder the published bundle is kept in (writable)")

@@ -21,7 +21,7 @@ from edge_app import bundles
 from edge_app.config import parse_hostport
 from edge_app.delegates import load_classifier
 from edge_app.errors import OutputError
-from edge_app.model import resolve_model
+from edge_app.model import resolve_model, shipped_models
 from edge_app.outputs.logsink import log_format_for, reason
 from edge_app.sources.base import SourceSpec
 from edge_app.zones import Zone, check_zones, parse_zones
@@ -35,16 +35,17 @@ log = logging.getLogger(__name__)
 
 def check_model(config: AppConfig, loader: DelegateLoader | None = None) -> str:
     """Load the model, labels and manifest as the run does (``App._open_model``); a line describing what loaded."""
-    model, note = config.model, ""
-    if model is not None and config.model_seed is not None and bundles.seedable(model):  # the run copies the shipped bundle
-        note = f"; {model} does not exist yet: the run makes it a copy of the shipped {config.model_seed} bundle"
-        model = Path(config.model_seed)
-    found = bundles.fallback(config.model) if config.model is not None and not note else None
+    c = config.model
+    model, note = c.path, ""
+    if model is not None and c.seed is not None and bundles.seedable(model, shipped_models()):  # the run copies the shipped bundle
+        note = f"; {model} does not exist yet: the run makes it a copy of the shipped {c.seed} bundle"
+        model = Path(c.seed)
+    found = bundles.fallback(c.path) if c.path is not None and not note else None
     if found is not None:  # the run switches to the previous complete bundle (bundles.recover): check that one
         reason, model = found
-        note = f"; {config.model} is not usable ({reason}): the run falls back to {model}"
-    files = resolve_model(model, config.labels)
-    classifier, acceleration = load_classifier(files, config.delegate, config.device, config.threads, loader)
+        note = f"; {c.path} is not usable ({reason}): the run falls back to {model}"
+    files = resolve_model(model, c.labels)
+    classifier, acceleration = load_classifier(files, c.delegate, c.device, c.threads, loader)
     h, w = classifier.size
     return f"model = {files.model} ({h}x{w}x{classifier.channels} input, {len(classifier.labels)} classes, {acceleration.name}{note})"
 
@@ -113,16 +114,16 @@ def _check_appendable(path: Path) -> None:
 def check_run(config: AppConfig, loader: DelegateLoader | None = None) -> list[str]:
     """Every check, in the run's order (model, sources, outputs); the report's lines. Raises the run's errors."""
     lines = [check_model(config, loader)]
-    zones = parse_zones(config.zone)
+    zones = parse_zones(config.classification.zones)
     specs = config.source_specs()
     for name, spec in specs:
         lines.append(check_source(f"source {name}" if len(specs) > 1 else "source", spec, zones))
-    if config.http is not None:
-        lines.append(check_bind(config.http))
-    if config.log is not None:
+    if config.http.listen is not None:
+        lines.append(check_bind(config.http.listen))
+    if config.log.path is not None:
         from edge_app.app import per_source_path  # noqa: PLC0415 - the run's own naming of each source's file
 
         for name, _ in specs:
-            path = per_source_path(config.log, name) if len(specs) > 1 else config.log
-            lines.append(check_log(path, config.log_format))
+            path = per_source_path(config.log.path, name) if len(specs) > 1 else config.log.path
+            lines.append(check_log(path, config.log.format))
     return lines

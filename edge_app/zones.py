@@ -12,18 +12,17 @@ agree on a label above the threshold (``--debounce N``), and says how long the s
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from edge_app.config.values import check_zone_names, zone_parts
 from edge_app.errors import ConfigError
 
 if TYPE_CHECKING:
     from edge_app.model import Classification
 
-ZONE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 WHOLE_FRAME = "frame"  # the state's name when there are no zones
 
 
@@ -65,28 +64,8 @@ class Zone:
 
 
 def parse_zone(text: str) -> Zone:
-    """``NAME:X,Y,W,H`` -> :class:`Zone`; a ConfigError that shows the expected form otherwise."""
-    example = "expected NAME:X,Y,W,H, e.g. door:0.6,0.1,0.3,0.5 (fractions of the frame) or door:380,40,200,260 (pixels)"
-    name, sep, rest = str(text).partition(":")
-    if not sep:
-        raise ConfigError(f"zone {text!r} has no name: {example}")
-    if not ZONE_NAME.fullmatch(name):
-        raise ConfigError(f"zone name {name!r} must be 1-64 letters, digits, '_' or '-' (it names MQTT topics): {example}")
-    try:
-        nums = [float(p) for p in rest.split(",")]
-    except ValueError:
-        raise ConfigError(f"zone {text!r}: X,Y,W,H must be numbers; {example}") from None
-    if len(nums) != 4 or not all(np.isfinite(nums)):
-        raise ConfigError(f"zone {text!r}: give exactly four numbers X,Y,W,H; {example}")
-    x, y, w, h = nums
-    if min(nums) < 0 or w <= 0 or h <= 0:
-        raise ConfigError(f"zone {text!r}: X and Y must be >= 0 and W, H > 0; {example}")
-    fractional = max(nums) <= 1.0
-    if fractional and (x + w > 1.0 + 1e-9 or y + h > 1.0 + 1e-9):
-        raise ConfigError(f"zone {text!r} reaches outside the frame (X+W and Y+H must be at most 1 for fractions)")
-    if not fractional and not all(float(v).is_integer() for v in nums):
-        raise ConfigError(f"zone {text!r}: pixel zones take whole numbers; for fractions keep all four numbers at most 1")
-    return Zone(name, x, y, w, h, fractional)
+    """``NAME:X,Y,W,H`` -> :class:`Zone`; a ConfigError that shows the expected form otherwise (``edge_app.config.values``)."""
+    return Zone(*zone_parts(text))
 
 
 def check_zones(zones: list[Zone] | tuple[Zone, ...], height: int, width: int, source: str) -> None:
@@ -99,12 +78,8 @@ def check_zones(zones: list[Zone] | tuple[Zone, ...], height: int, width: int, s
 
 
 def parse_zones(texts: tuple[str, ...] | list[str]) -> list[Zone]:
-    zones = [parse_zone(t) for t in texts]
-    names = [z.name for z in zones]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise ConfigError(f"zone name(s) used twice: {', '.join(dup)}; give every --zone its own name")
-    return zones
+    """Every zone, and a ConfigError when a name is used twice."""
+    return [Zone(*parts) for parts in check_zone_names(texts)]
 
 
 @dataclass

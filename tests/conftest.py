@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset, load_dataset, stratified_split
+from converter.data.datasets import Dataset, load_dataset, stratified_split
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -26,11 +26,30 @@ command -v openssl >/dev/null || apt_needed+=(openssl)
 command -v strace >/dev/null || apt_needed+=(strace)
 [ -n "$(ldconfig -p 2>/dev/null | grep 'libxcb.so.1 ')" ] || apt_needed+=(libxcb1)
 python3 -c "import ensurepip, venv" 2>/dev/null || apt_needed+=(python3-venv)
+# The emulated Raspberry Pi check (tests/pi/run.sh): qemu-user and its binfmt_misc entries, debootstrap for
+# the Debian arm64/armhf roots, zstd for their cached tarballs.
+{ command -v qemu-aarch64-static && command -v qemu-arm-static; } >/dev/null || apt_needed+=(qemu-user-static)
+command -v update-binfmts >/dev/null || apt_needed+=(binfmt-support)
+command -v debootstrap >/dev/null || apt_needed+=(debootstrap)
+command -v zstd >/dev/null || apt_needed+=(zstd)
 if [ "${#apt_needed[@]}" -gt 0 ]; then
     echo "setup: apt-get install ${apt_needed[*]}"
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq --no-install-recommends "${apt_needed[@]}" >/dev/null
+fi
+# binfmt_misc, so qemu-user runs the Pi roots' programs: mounted if absent, the qemu entries enabled. Where it
+# cannot be mounted (a container without it), tests/test_pi.py skips with that reason (and fails under strict).
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+        echo "setup: binfmt_misc cannot be mounted here: the emulated Raspberry Pi check (tests/test_pi.py) will be skipped"
+fi
+if [ -e /proc/sys/fs/binfmt_misc/status ] && command -v update-binfmts >/dev/null; then
+    for entry in qemu-aarch64 qemu-arm; do
+        [ -e "/proc/sys/fs/binfmt_misc/$entry" ] || $SUDO update-binfmts --enable "$entry" >/dev/null 2>&1 ||
+            echo "setup: could not enable the $entry binfmt_misc entry (update-binfmts --enable $entry)"
+    done
 fi
 
 # The project and its test tools in .venv. [gui] and never [headless] beside it: both install the cv2

@@ -4,7 +4,7 @@ Each run builds (once, then cached) a Debian bookworm root for the architecture,
 install as written, edge-app on a real video, the web view and one invoke() per shipped bundle, and compares
 with this x86 machine. It skips only where emulation is impossible (no qemu-user-static, binfmt_misc cannot be
 mounted); under EDGE_RECOGNITION_STRICT=1 (``.ci/run``) that skip fails. It runs when EDGE_RECOGNITION_PI_CHECK=1
-(opt-in: minutes per architecture under emulation).
+(``.ci/run`` sets it; a plain pytest run skips it: minutes per architecture under emulation), both architectures at once.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,31 +44,75 @@ def test_readme_pi_section_is_what_the_check_runs() -> None:
     assert "bash tests/pi/arm64.sh" in readme  # how to run the check locally ("Tested on")
 
 
-@pytest.mark.timeout(1800)
-@pytest.mark.parametrize("arch", ["arm64", "armhf"])
-def test_device_side_in_pi_userland(arch: str, tmp_path: Path, shared_datasets: Path) -> None:
-    if os.environ.get("EDGE_RECOGNITION_PI_CHECK") != "1":
-        pytest.skip("the emulated Raspberry Pi check is opt-in (EDGE_RECOGNITION_PI_CHECK=1, or sudo bash tests/pi/arm64.sh): "
-                    "6-7 minutes an architecture with a cached root, about 20 cold, beyond the suite's budget")
+ARCHES = ("arm64", "armhf")
+# The shipped bundles (models/*): each gets one invoke() compared with x86's.
+SHIPPED = sorted(p.parent.name for p in (REPO / "models").glob("*/model.tflite"))
+
+
+def _opted_in() -> bool:
+    return os.environ.get("EDGE_RECOGNITION_PI_CHECK") == "1"
+
+
+@pytest.fixture(scope="module")
+def pi_runs(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> Iterator[dict[str, tuple[subprocess.Popen[bytes], Path, Path]]]:
+    """Both architectures' tests/pi/run.sh, started together (each is one emulated process at a time, so on two
+    cores they take about the time of the slower one, not the sum); each test waits for its own."""
+    runs: dict[str, tuple[subprocess.Popen[bytes], Path, Path]] = {}
+    if not _opted_in() or platform.machine() not in ("x86_64", "AMD64"):
+        yield runs
+        return
+    base = tmp_path_factory.mktemp("pi")
+    video = base / "video.avi"
+    pi_check.make_video(shared_datasets, video, 200)
+    for arch in ARCHES:
+        work = base / arch
+        work.mkdir()
+        env = {**os.environ, "EDGE_RECOGNITION_PYTHON": sys.executable, "EDGE_RECOGNITION_DATASETS": str(shared_datasets), "TMPDIR": str(work)}
+        out, err = work / "stdout.txt", work / "stderr.txt"
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            proc = subprocess.Popen(["bash", str(PI / "run.sh"), arch, str(video)], stdout=stdout, stderr=stderr, env=env)
+        runs[arch] = (proc, out, err)
+    yield runs
+    for proc, _, _ in runs.values():
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.mark.timeout(2400)
+@pytest.mark.parametrize("arch", ARCHES)
+def test_device_side_in_pi_userland(arch: str, pi_runs: dict[str, tuple[subprocess.Popen[bytes], Path, Path]]) -> None:
+    if not _opted_in():
+        pytest.skip("the emulated Raspberry Pi check is opt-in (EDGE_RECOGNITION_PI_CHECK=1, as .ci/run sets; or sudo bash tests/pi/arm64.sh): "
+                    "minutes an architecture under emulation")
     if platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip(f"the emulated check runs on x86_64 hosts; this is {platform.machine()}")
-    video = tmp_path / "video.avi"
-    pi_check.make_video(shared_datasets, video, 200)
-    env = {**os.environ, "EDGE_RECOGNITION_PYTHON": sys.executable, "EDGE_RECOGNITION_DATASETS": str(shared_datasets), "TMPDIR": str(tmp_path)}
-    result = subprocess.run(["bash", str(PI / "run.sh"), arch, str(video)], capture_output=True, text=True, timeout=1700, check=False, env=env)
-    print(result.stdout)
-    if result.returncode == SKIP_CODE:
-        reason = (result.stdout.strip().splitlines() or ["(no reason printed)"])[-1]
+    proc, out, err = pi_runs[arch]
+    try:
+        returncode = proc.wait(timeout=2300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"tests/pi/run.sh {arch} ran past 2300 s:\n{out.read_text(errors='replace')[-6000:]}")
+    stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+    print(stdout)
+    if returncode == SKIP_CODE:
+        reason = (stdout.strip().splitlines() or ["(no reason printed)"])[-1]
         if os.environ.get("EDGE_RECOGNITION_STRICT") == "1":
-            pytest.fail(f"strict mode: the Raspberry Pi check could not emulate {arch}: {reason}; tests/setup.sh installs qemu-user-static")
+            pytest.fail(f"strict mode: the Raspberry Pi check could not emulate {arch}: {reason}; tests/setup.sh installs qemu-user-static, mounts binfmt_misc")
         pytest.skip(reason)
-    lines = result.stdout.splitlines()
+    lines = stdout.splitlines()
     failed = [line for line in lines if line.startswith("FAIL ")]
-    assert result.returncode == 0 and not failed, "\n".join(failed) + "\n" + result.stdout[-6000:] + result.stderr[-3000:]
-    for check in ("readme-install", "install-prefix", "check-config", "edge-app-video", "log-json", "labels-agree", "web-status", "web-stream"):
-        assert any(line.startswith(f"PASS {check} ") for line in lines), f"no PASS {check}:\n{result.stdout}"
-    for bundle in pi_check.BUNDLES:
-        assert any(line.startswith(f"PASS invoke-{bundle} ") for line in lines), f"no PASS invoke-{bundle}:\n{result.stdout}"
+    assert returncode == 0 and not failed, "\n".join(failed) + "\n" + stdout[-6000:] + stderr[-3000:]
+    checks = ["readme-install", "install-prefix", "check-config", "decode-lossless", "edge-app-video", "log-json-mjpeg", "labels-agree-mjpeg",
+              "edge-app-video-lossless", "log-json", "labels-agree", "web-status", "web-stream"]
+    checks += [f"invoke-{bundle}" for bundle in SHIPPED] + [f"invoke-default-{bundle}" for bundle in SHIPPED]
+    if arch == "armhf":
+        checks.append("no-runtime-line")
+    for check in checks:
+        assert any(line.startswith(f"PASS {check} ") for line in lines), f"no PASS {check}:\n{stdout}"
 
 
 @pytest.mark.parametrize(("machine", "pointer_bytes"), [("armv7l", 4), ("armv6l", 4), ("aarch64", 4)])

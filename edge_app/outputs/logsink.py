@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from edge_app.config.values import LOG_EXTENSIONS
 from edge_app.errors import ConfigError, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.outputs.retry import RetryingOutput, reason
@@ -263,7 +264,6 @@ class CsvLogSink(RotatingLineLog):
 
 
 LOG_FORMATS: dict[str, type[RotatingLineLog]] = {"jsonl": JsonlLogSink, "csv": CsvLogSink}
-LOG_EXTENSIONS: dict[str, str] = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
 
 
 def make_log_sink(path: Path, fmt: str | None = None, **kw: Any) -> RotatingLineLog:

@@ -144,15 +144,23 @@ class Dataset:
 
 
 def create_app(root: Path, token: str | None = None, labels: Sequence[str] | None = None, *,
-               bind: str = "127.0.0.1", host_names: Sequence[str] = ()) -> Any:
+               bind: str = "127.0.0.1", host_names: Sequence[str] = (), model: Any = None) -> Any:
     """The web application in its workstation mode (review routes only) for the collect folder ``root``; ``labels``
     (a model's) are offered as classes. ``bind`` (the address it will be served on) and ``host_names`` decide the
-    ``Host`` names it answers to (``edge_app.web.hosts.AllowedHosts``)."""
+    ``Host`` names it answers to (``edge_app.web.hosts.AllowedHosts``). ``model`` (a loaded ``edge_app.model.Classifier``):
+    its input size and scores serve the dataset doctor's small-photo and mislabel checks."""
     _need_starlette()
     from edge_app.web.app import create_app as web_app  # noqa: PLC0415
     from edge_app.web.hosts import AllowedHosts  # noqa: PLC0415
 
-    return web_app(review=root, labels=list(labels or []), token=token, hosts=AllowedHosts(bind, host_names, HOST_HINT))
+    input_size, features = None, None
+    if model is not None:
+        from edge_app.doctor import model_features  # noqa: PLC0415
+
+        size, function = (int(model.size[0]), int(model.size[1])), model_features(model)  # one function: the features stay cached
+        input_size, features = (lambda: size), (lambda: function)
+    return web_app(review=root, labels=list(labels or []), token=token, hosts=AllowedHosts(bind, host_names, HOST_HINT),
+                   input_size=input_size, features=features)
 
 
 DESCRIPTION = (
@@ -165,7 +173,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("folder", type=Path, help="the --collect folder (holds inbox/ and train/)")
     parser.add_argument("--http", default="127.0.0.1:8081", help="[HOST:]PORT to serve on (default 127.0.0.1:8081; 0.0.0.0:PORT for every interface)")
     parser.add_argument("--token", help="require this token (Authorization: Bearer, or ?token= in the page URL; changes take it only in the header)")
-    parser.add_argument("--model", type=Path, help="offer this model bundle's labels as classes")
+    parser.add_argument("--model", type=Path, help="offer this model bundle's labels as classes; the dataset doctor checks "
+                        "small photos against its input and suspected mislabels with its scores")
     parser.add_argument("--host-name", action="append", default=[], metavar="NAME",
                         help="also answer requests for this host name (repeatable; *.example.com for a domain): besides the "
                              "bound address, localhost and this machine's names, which are always allowed")
@@ -182,13 +191,14 @@ def run(args: Any) -> int:
         host, port = parse_hostport(args.http)
     except ValueError as exc:
         raise ConfigError(f"--http: {exc}") from None
-    labels = None
+    labels, model = None, None
     if args.model is not None:
-        from edge_app.model import load_labels, resolve_model  # noqa: PLC0415
+        from edge_app.model import Classifier, load_labels, resolve_model  # noqa: PLC0415
 
         files = resolve_model(args.model, None)
         labels = load_labels(files.labels) if files.labels else None
-    app = create_app(args.folder, args.token, labels, bind=host, host_names=args.host_name)
+        model = Classifier(files)  # the doctor's input size and features (the page's mislabel check)
+    app = create_app(args.folder, args.token, labels, bind=host, host_names=args.host_name, model=model)
     log.info("review page on http://%s:%d/review%s", host, port, "?token=..." if args.token else "")
     warn_without_token(log, "the review page", host, args.token, "pass --token or serve 127.0.0.1 only")
     server.serve(app, host, port, what="the review page")

@@ -29,6 +29,7 @@ from edge_app.web.security import DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY, Acti
 
 if TYPE_CHECKING:
     from edge_app.deploy import ModelDesk
+    from edge_app.doctor import FeatureFunction
     from edge_app.web.live import WebServer
 
 DEFAULT_MAX_ACTIVE = 32
@@ -45,9 +46,12 @@ def create_app(
     max_active: int = DEFAULT_MAX_ACTIVE,
     max_body: int = DEFAULT_MAX_BODY,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    input_size: Callable[[], tuple[int, int] | None] | None = None,
+    features: Callable[[], FeatureFunction | None] | None = None,
 ) -> Starlette:
     """The application: ``live`` (a ``WebServer``: its pages, stream and API), ``review`` (a collect folder: the review
-    page and API; alone, it is ``edge-app review``'s workstation mode), behind the checks of the module doc."""
+    page and API; alone, it is ``edge-app review``'s workstation mode), behind the checks of the module doc.
+    ``input_size`` and ``features``: the model's, for the review page's dataset doctor (``edge_app.web.review.review_routes``)."""
     routes: list[BaseRoute] = []
     json_only: tuple[str, ...] = ()
     public_prefixes: tuple[str, ...] = ()
@@ -65,7 +69,7 @@ def create_app(
         from edge_app.web.review import JSON_ONLY, LEGACY_JSON_ONLY, PUBLIC_PREFIXES, review_routes  # noqa: PLC0415
 
         workstation = live is None
-        routes += review_routes(review, labels, workstation=workstation)
+        routes += review_routes(review, labels, workstation=workstation, input_size=input_size, features=features)
         json_only += JSON_ONLY + (LEGACY_JSON_ONLY if workstation else ())
         public_prefixes = PUBLIC_PREFIXES
         if workstation:

@@ -40,6 +40,7 @@ from edge_app.web.server import DEFAULT_HEADER_TIMEOUT_S, DEFAULT_MAX_CONNECTION
 
 if TYPE_CHECKING:
     from edge_app.deploy import ModelDesk
+    from edge_app.doctor import RunningModel
 
 log = logging.getLogger("edge_app.web")  # the name the live view has always logged under
 
@@ -74,6 +75,7 @@ class WebServer:
         review: Path | None = None,
         labels: Callable[[], Sequence[str]] | Sequence[str] = (),
         models: ModelDesk | None = None,
+        doctor: RunningModel | None = None,
     ) -> None:
         if not max_fps > 0:
             raise ConfigError(f"web max_fps must be above 0, got {max_fps}; e.g. 10")
@@ -101,6 +103,7 @@ class WebServer:
         self.review = review
         self.labels = labels
         self.models = models  # the models page (/models): deploy, rollback, retrain
+        self.doctor = doctor  # the running model's input size and features for the review page's dataset doctor
         self.title = title
         # one feed per source (the newest frame, its shared JPEG, its viewers); write() feeds the first
         self.feeds: dict[str, Feed] = {name: Feed(self, name) for name in (sources or ("",))}
@@ -123,7 +126,8 @@ class WebServer:
         if self._server is not None:
             return self
         app = create_app(live=self, review=self.review, labels=self.labels, models=self.models, token=self.token, hosts=self.hosts,
-                         max_active=self.max_active)
+                         max_active=self.max_active, input_size=self.doctor.input_size if self.doctor else None,
+                         features=self.doctor.features if self.doctor else None)
         self._closing.clear()
         self._stopping.clear()
         self._server = HttpServer(app, self.host, self.port, what="the web view", guard=self.guard).start()

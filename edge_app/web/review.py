@@ -15,6 +15,11 @@ Schemas (JSON bodies):
   with ``moved`` (the names moved into ``train/<label>/``) and ``counts``.
 * ``DiscardRequest`` (``POST /api/review/discard``): ``images``; answered with ``discarded``.
 * ``Refusal`` (400): ``error`` and, for bad names, ``bad`` (every bad entry, as sent): nothing was changed.
+* ``Doctor`` (``GET /api/review/doctor``): what ``edge_app.doctor.examine`` finds in ``train/`` (and ``val/``):
+  ``findings`` (each ``kind``, ``message``, ``files``, ``severity``, ``groups``; serious first), ``photos`` (how many
+  were checked) and ``checked`` (``small_images``: the input size used or null, ``zones``, ``mislabels``). Query:
+  ``input_size=N`` (else the running model's, when the application gives it), ``zones=1|0`` (else: whether the inbox
+  holds zone crops). It reads the photos and changes nothing; signatures are kept between requests.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,6 +36,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge_app.review import IMAGE_NAME, MAX_BATCH, STATIC, BadBatch, Dataset
+
+if TYPE_CHECKING:
+    from edge_app.doctor import FeatureFunction
 
 PUBLIC_PREFIXES = ("/review/static/",)  # the page's own CSS and script: no secret, loaded without the token
 JSON_ONLY = ("/api/review/",)
@@ -68,10 +76,26 @@ async def _names(request: Request) -> tuple[list[Any], dict[str, Any]]:
     return payload["images"], payload
 
 
-def review_routes(root: Path, labels: Callable[[], Sequence[str]] | Sequence[str] = (), *, workstation: bool = False) -> list[BaseRoute]:
+def _zoned(items: Sequence[dict[str, Any]]) -> bool:
+    """Whether the inbox holds zone crops (what ``--collect`` saved with zones set): the doctor then asks for a 'none' class."""
+    from edge_app.zones import WHOLE_FRAME  # noqa: PLC0415
+
+    return any(isinstance(i.get("zone"), str) and i["zone"] != WHOLE_FRAME and not i["zone"].endswith(f".{WHOLE_FRAME}") for i in items)
+
+
+def review_routes(root: Path, labels: Callable[[], Sequence[str]] | Sequence[str] = (), *, workstation: bool = False,
+                  input_size: Callable[[], tuple[int, int] | None] | None = None,
+                  features: Callable[[], FeatureFunction | None] | None = None) -> list[BaseRoute]:
     """The routes for the collect folder ``root``; ``labels`` (a model's, or a function giving the running model's) are
-    offered as classes. ``workstation``: also ``/`` and the paths ``edge-app review`` served before."""
+    offered as classes. ``workstation``: also ``/`` and the paths ``edge-app review`` served before. ``input_size`` and
+    ``features`` (functions giving the running model's input (height, width) and a feature function, e.g.
+    ``edge_app.doctor.model_features(classifier)``: the same function object while the model is the same, since the
+    features are cached by it, and an interpreter of its own, not the frame loop's) let the doctor check small photos
+    and mislabels by default."""
     data = Dataset(root)
+    from edge_app.doctor import SignatureCache  # noqa: PLC0415 - OpenCV, only where the review routes are served
+
+    doctor_cache = SignatureCache()
 
     def offered() -> list[str]:
         return list(labels() if callable(labels) else labels)
@@ -120,6 +144,32 @@ def review_routes(root: Path, labels: Callable[[], Sequence[str]] | Sequence[str
         except (OSError, ValueError):
             return JSONResponse({"error": f"no candidate yet: run retrain-model {root}"}, 404)
 
+    async def doctor(request: Request) -> Response:
+        from edge_app.doctor import DoctorError, examine  # noqa: PLC0415
+
+        query = request.query_params
+        try:
+            side = int(query["input_size"]) if "input_size" in query else None
+            if side is not None and not 1 <= side <= 10_000:
+                raise ValueError
+        except ValueError:
+            return JSONResponse({"error": f"input_size must be a number of pixels from 1 to 10000, got {query['input_size']!r}"}, 400)
+        if query.get("zones", "") not in ("", "0", "1"):
+            return JSONResponse({"error": f"zones must be 0 or 1, got {query['zones']!r}"}, 400)
+
+        def check() -> dict[str, Any]:
+            size = (side, side) if side is not None else (input_size() if input_size is not None else None)
+            zones = query["zones"] == "1" if query.get("zones") else _zoned(data.inbox_items())
+            feature = features() if features is not None else None
+            findings = examine(root, input_size=size, zones=zones, features=feature, cache=doctor_cache)
+            return {"findings": [f.to_json() for f in findings], "photos": len(doctor_cache.signatures),
+                    "checked": {"small_images": list(size) if size else None, "zones": zones, "mislabels": feature is not None}}
+
+        try:
+            return JSONResponse(await run_in_threadpool(check))
+        except DoctorError as exc:
+            return JSONResponse({"error": str(exc)}, 400)
+
     routes: list[BaseRoute] = [
         Route("/review", page),
         Mount("/review/static", app=StaticFiles(directory=STATIC), name="review-static"),
@@ -129,6 +179,7 @@ def review_routes(root: Path, labels: Callable[[], Sequence[str]] | Sequence[str
         Route("/api/review/discard", discard, methods=["POST"]),
         Route("/api/review/dataset.tar.gz", dataset),
         Route("/api/review/candidate", candidate),
+        Route("/api/review/doctor", doctor),
     ]
     if workstation:  # edge-app review: the page at / too, and its earlier paths
         routes += [

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from converter.data import Dataset, stratified_sample
-from converter.train import TrainConfig, train_model
+from converter.data.datasets import Dataset, stratified_sample
+from converter.training.classic import train_model
+from converter.training.config import TrainConfig
 
 
 @pytest.fixture(scope="session")
 def fashion_mnist_train() -> Dataset:
-    from converter.data import load_dataset
+    from converter.data.datasets import load_dataset
 
     return load_dataset("fashion-mnist", "train")
 

@@ -8,11 +8,12 @@ import keras
 import numpy as np
 import pytest
 
-from converter.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, alternating_flips, dirac_init, resolve_features
-from converter.data import Dataset
+from converter.data.augment import alternating_flips
+from converter.data.datasets import Dataset
 from converter.errors import DataError
-from converter.models import EdgeSpec, edge_cnn, inference_spec, whitening_kernel
-from converter.train import TrainConfig
+from converter.models.cnn import EdgeSpec, edge_cnn, inference_spec, whitening_kernel
+from converter.training.airbench import FEATURES, AirbenchHyper, AirbenchSGD, Lookahead, dirac_init, resolve_features
+from converter.training.config import TrainConfig
 
 AIRBENCH_SPEC = EdgeSpec(widths=(8, 16, 16), weight_decay=0.0, bn_momentum=0.6, bn_scale=False, whiten_norm=True, train_whiten_bias=True)
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.backbones import LITE_VARIANTS, build_backbone, efficientnet_lite, lite_weights_file, load_lite_imagenet
-from converter.data import Dataset, load_dataset, stratified_sample
+from converter.data.datasets import Dataset, load_dataset, stratified_sample
 from converter.errors import ModelError
-from converter.models import count_macs
-from converter.torch_weights import LEGACY_MAGIC, read_state_dict
+from converter.models.backbones import LITE_VARIANTS, build_backbone, efficientnet_lite, lite_weights_file, load_lite_imagenet
+from converter.models.cnn import count_macs
+from converter.models.torch_weights import LEGACY_MAGIC, read_state_dict
 
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 DOG_CLASSES = range(151, 269)  # ImageNet: Chihuahua ... Mexican hairless

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from converter import baselines
-from converter.baselines import CLASSIFIERS, fit_classifier, image_pipeline, parse_classifiers, run_baselines
-from converter.data import Dataset, stratified_sample, stratified_split
+from converter.classical import baselines
+from converter.classical.baselines import CLASSIFIERS, fit_classifier, image_pipeline, parse_classifiers, run_baselines
+from converter.classical.features import get_feature
+from converter.data.datasets import Dataset, stratified_sample, stratified_split
 from converter.errors import ConverterError
-from converter.features import get_feature
 
 
 @pytest.fixture(autouse=True)

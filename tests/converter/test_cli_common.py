@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.cli_common import argv_asks_quiet
-from converter.data import CIFAR10_CLASSES, Dataset, stratified_sample
+from converter.cli.common import argv_asks_quiet
+from converter.data.datasets import CIFAR10_CLASSES, Dataset, stratified_sample
 
 BIN = Path(sys.executable).parent
 
@@ -62,7 +62,7 @@ def test_train_model_on_folders_without_images_names_the_layout_and_extensions(t
 
 def test_argv_asks_quiet_only_for_a_command_with_q_and_without_debug() -> None:
     assert argv_asks_quiet(["/venv/bin/train-model", "--data", "x", "-q"])
-    assert argv_asks_quiet(["/repo/converter/train.py", "--quiet"])  # python -m converter.train
+    assert argv_asks_quiet(["/repo/converter/cli/train.py", "--quiet"])  # python -m converter.cli.train
     assert not argv_asks_quiet(["/venv/bin/train-model", "--data", "x", "-q", "--debug"])
     assert not argv_asks_quiet(["/venv/bin/train-model", "--data", "x"])
     assert not argv_asks_quiet(["/venv/bin/pytest", "-q"])  # someone else's -q
@@ -71,7 +71,7 @@ def test_argv_asks_quiet_only_for_a_command_with_q_and_without_debug() -> None:
 
 def test_cache_dir_puts_the_dataset_cache_there(tmp_path: Path, cifar10: Dataset, default_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate-model --cache-dir DIR (the shipped CIFAR-10 bundle on real CIFAR-10 PNGs): the decoded arrays land in DIR."""
-    from converter.evaluate import main
+    from converter.cli.evaluate import main
 
     sample = stratified_sample(cifar10.y, 2, seed=3)
     for i, idx in enumerate(sample):

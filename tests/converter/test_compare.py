@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from converter.cli_common import Exit
-from converter.compare import main
-from converter.data import Dataset
-from converter.report import parse_markdown_table
+from converter.cli.compare import main
+from converter.data.datasets import Dataset
+from converter.evaluation.report import parse_markdown_table
+from edge_app.errors import ToolExitCode
 
 CLASSES = ("cat", "ship", "truck")
 
@@ -92,20 +92,21 @@ def test_merge_keeps_earlier_methods_and_redoes_the_named_ones(folder_with_test_
 def test_bad_input_is_one_line_with_an_exit_code(folder_with_test_split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = str(tmp_path / "r")
     work = ["--work-dir", str(tmp_path / "work")]
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical,svm", *work]) == Exit.ERROR
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical,svm", *work]) == ToolExitCode.ERROR
     assert "unknown method(s) svm" in capsys.readouterr().err
 
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "edge", "--edge-model", str(tmp_path / "nope.keras"), *work]) == Exit.MODEL
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "edge", "--edge-model", str(tmp_path / "nope.keras"),
+                 *work]) == ToolExitCode.MODEL
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nope.keras not found" in err
 
     assert main(["--data", str(folder_with_test_split), "--out", out, "--eval-split", "test", "--methods", "classical",
-                 "--features", "sift", *work]) == Exit.ERROR
+                 "--features", "sift", *work]) == ToolExitCode.ERROR
     assert "unknown feature 'sift'" in capsys.readouterr().err
 
     big = folder_with_test_split / "train" / "cat" / "big.png"
     cv2.imwrite(str(big), np.full((48, 40, 3), 128, np.uint8))
-    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical", *work]) == Exit.DATA
+    assert main(["--data", str(folder_with_test_split), "--out", out, "--methods", "classical", *work]) == ToolExitCode.DATA
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--image-size" in err
 
@@ -153,7 +154,7 @@ def test_quick_run_with_both_cnns_and_int8(shared_datasets: Path, folder_with_te
 
     # a model for other classes is refused in one line
     assert main(["--data", str(folder_with_test_split), "--out", str(tmp_path / "x"), "--methods", "edge", "--edge-model", str(model),
-                 "--work-dir", str(work)]) == Exit.MODEL
+                 "--work-dir", str(work)]) == ToolExitCode.MODEL
 
 
 @pytest.mark.slow

@@ -11,10 +11,18 @@ import keras
 import numpy as np
 import pytest
 
-from converter.convert import binomial_tail, convert_model, edgetpu_report, int8_check, load_keras_model
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from converter.errors import DataError, ModelError, QuantizationError
-from converter.evaluate import tflite_predict
+from converter.evaluation.evaluate import keras_predict, tflite_predict
+from converter.export.convert import (
+    binomial_tail,
+    convert_model,
+    edgetpu_report,
+    int8_check,
+    load_keras_model,
+    predict_batch,
+    streamed_predictions,
+)
 from edge_app.model import Classifier, resolve_model
 
 
@@ -49,6 +57,21 @@ def test_int8_model_agrees_with_the_float_model(bundle: Path, tiny_edge_run: tup
     assert acc["agreement"] == pytest.approx(check.agreement, abs=1e-4) and acc["agreement"] >= acc["min_agreement"] == 0.97
     assert acc["test"] == "exact McNemar, one-sided" and acc["passed"] is True
 
+
+
+def test_the_check_streams_its_images_with_the_same_answers(bundle: Path, tiny_edge_run: tuple[Path, dict[str, object]],
+                                                            fmnist_small: tuple[Dataset, Dataset]) -> None:
+    """The float-vs-int8 check reads the held-out images in bounded batches: the same top-1 answers as predicting on
+    the whole array at once, whatever the batch."""
+    run, _ = tiny_edge_run
+    _, val = fmnist_small
+    model = load_keras_model(run / "model.keras")
+    whole_float = np.argmax(keras_predict(model, val.x), 1)
+    whole_int8 = np.argmax(tflite_predict(bundle / "model.tflite", val.x), 1)
+    for batch in (256, 48):
+        float_pred, int8_pred = streamed_predictions(model, bundle / "model.tflite", val.rows(), batch=batch)
+        assert np.array_equal(float_pred, whole_float) and np.array_equal(int8_pred, whole_int8)
+    assert predict_batch((28, 28, 1)) == 256 and predict_batch((224, 224, 3)) == 10  # photos: a few hundred MB of activations
 
 def test_bundle_is_full_int8_with_uint8_io_and_a_complete_manifest(bundle: Path) -> None:
     m = json.loads((bundle / "manifest.json").read_text())
@@ -164,7 +187,7 @@ def test_the_exact_binomial_without_scipy_matches_scipy(monkeypatch: pytest.Monk
 def test_a_mistyped_model_path_is_one_line_before_any_data_is_read(tmp_path: Path, shared_datasets: Path) -> None:
     """Photos of mixed sizes (which without --image-size would be refused after decoding them all) are never read."""
     missing = tmp_path / "runs" / "cvd" / "model.keras"
-    proc = subprocess.run([sys.executable, "-m", "converter.convert", str(missing), "--data", str(shared_datasets / "cats-vs-dogs.tar.gz"),
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.convert", str(missing), "--data", str(shared_datasets / "cats-vs-dogs.tar.gz"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.splitlines() == [
@@ -187,7 +210,7 @@ def test_shape_mismatch_is_a_clear_error(tiny_edge_run: tuple[Path, dict[str, ob
 def test_cli_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "model.keras"
     bad.write_bytes(b"not a model")
-    proc = subprocess.run([sys.executable, "-m", "converter.convert", str(bad), "--data", "fashion-mnist", "--out", str(tmp_path / "o"),
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.convert", str(bad), "--data", "fashion-mnist", "--out", str(tmp_path / "o"),
                            "--eval-limit", "100"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -198,7 +221,8 @@ def test_quiet_conversion_prints_only_its_result(tiny_edge_run: tuple[Path, dict
     """-q: no TensorFlow or LiteRT chatter (deprecation warnings, delegate INFO lines), only the JSON summary on stdout."""
     run, _ = tiny_edge_run
     proc = subprocess.run(
-        [sys.executable, "-m", "converter.convert", str(run / "model.keras"), "--data", "fashion-mnist", "--out", str(tmp_path / "q"), "-q", "--allow-drop"],
+        [sys.executable, "-m", "converter.cli.convert", str(run / "model.keras"), "--data", "fashion-mnist", "--out", str(tmp_path / "q"), "-q",
+         "--allow-drop"],
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import (
+from converter.data.datasets import (
     Dataset,
     check_same_classes,
     load_dataset,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from converter.decode_check import cover_for, passing
+from converter.evaluation.decode_check import cover_for, passing
 from edge_app.model import default_model_dir
 from tests.edge_app.helpers import edge_app, one_error_line
 
@@ -35,7 +35,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) ->
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest.pop("decode", None)
     (bundle / "manifest.json").write_text(json.dumps(manifest))
-    proc = subprocess.run([sys.executable, "-m", "converter.decode_check", str(bundle), "--frames", str(shared_datasets / "cats-vs-dogs.tar.gz"),
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.decode_check", str(bundle), "--frames", str(shared_datasets / "cats-vs-dogs.tar.gz"),
                            "--limit", "300", "--write", "-q"], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     return bundle, json.loads(proc.stdout)
@@ -71,7 +71,7 @@ def test_edge_app_decodes_no_smaller_than_the_manifest_allows(tmp_path: Path, me
 
 
 def test_check_decode_errors_are_one_line(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "converter.decode_check", str(tmp_path), "--data", "fashion-mnist"],
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.decode_check", str(tmp_path), "--data", "fashion-mnist"],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == f"check-decode: error: no manifest.json in {tmp_path}; pass a bundle folder written by convert-model"

@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from converter.data import Dataset, train_val
-from converter.distill import load_teacher, probabilities, soft_targets, soften
-from converter.train import main
+from converter.cli.train import main
+from converter.data.datasets import Dataset, train_val
+from converter.training.distill import load_teacher, probabilities, soft_targets, soften
 
 SMALL = ["--data", "fashion-mnist", "--arch", "edge", "--widths", "16,32,32", "--batch-size", "64", "--precision", "float32"]
 

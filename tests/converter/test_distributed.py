@@ -31,7 +31,7 @@ def _tf_config(ports: list[int], index: int) -> str:
 
 
 def _train(out: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "converter.train", *BASE, *extra, "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "converter.cli.train", *BASE, *extra, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -62,7 +62,7 @@ def test_two_workers_on_loopback_train_to_the_quality_of_one(tmp_path: Path) -> 
 
 def test_multi_worker_without_tf_config_is_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    proc = subprocess.run([sys.executable, "-m", "converter.train", *BASE, "--distribute", "multi-worker", "--out", str(tmp_path / "o")],
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.train", *BASE, "--distribute", "multi-worker", "--out", str(tmp_path / "o")],
                           check=False, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "--distribute multi-worker needs TF_CONFIG: set it on every worker" in proc.stderr.strip().splitlines()[-1]
@@ -74,8 +74,8 @@ def test_multi_worker_without_tf_config_is_one_line(tmp_path: Path) -> None:
     ('{"cluster": {"worker": ["localhost:1"]}}', "TF_CONFIG is not valid: expected"),
 ], ids=["malformed", "bad-index", "no-task"])
 def test_a_bad_tf_config_is_rejected_before_any_training(monkeypatch: pytest.MonkeyPatch, tf_config: str, message: str) -> None:
-    from converter.distributed import make_strategy
     from converter.errors import DataError
+    from converter.training.distributed import make_strategy
 
     monkeypatch.setenv("TF_CONFIG", tf_config)
     with pytest.raises(DataError, match=message):
@@ -83,7 +83,7 @@ def test_a_bad_tf_config_is_rejected_before_any_training(monkeypatch: pytest.Mon
 
 
 def test_one_machine_without_tf_config_trains_without_a_strategy(monkeypatch: pytest.MonkeyPatch) -> None:
-    from converter.distributed import cluster_workers, make_strategy, worker_count, worker_index
+    from converter.training.distributed import cluster_workers, make_strategy, worker_count, worker_index
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cluster_workers() == 0 and make_strategy("auto") is None and make_strategy("none") is None
@@ -138,7 +138,7 @@ def test_two_workers_resume_a_run_killed_on_both(tmp_path: Path) -> None:
 
 AGREE = """
 import json, os, sys
-from converter.distributed import make_strategy, same_on_every_worker
+from converter.training.distributed import make_strategy, same_on_every_worker
 strategy = make_strategy("multi-worker")
 print(json.dumps([same_on_every_worker(strategy, int(v)) for v in sys.argv[1:]]))
 """

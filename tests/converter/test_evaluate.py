@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.data import Dataset
-from converter.evaluate import KerasRunner, TFLiteRunner, confusion_text, evaluate, tflite_predict, tta_scores
+from converter.data.datasets import Dataset
+from converter.evaluation.evaluate import KerasRunner, TFLiteRunner, confusion_text, evaluate, tflite_predict, tta_scores
 
 
 def test_tflite_evaluation_matches_direct_inference(default_model: Path, cifar10_val: Dataset) -> None:
@@ -37,7 +37,7 @@ def test_keras_and_tflite_evaluations_agree(tiny_edge_run: tuple[Path, dict[str,
 
 def test_cli_writes_json_text_and_png(default_model: Path, tmp_path: Path, shared_datasets: Path) -> None:
     data = shared_datasets / "cifar10-train.tar.gz"
-    proc = subprocess.run([sys.executable, "-m", "converter.evaluate", str(default_model), "--data", str(data), "--limit", "300",
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.evaluate", str(default_model), "--data", str(data), "--limit", "300",
                            "--out", str(tmp_path), "--json", "--tta"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     printed = json.loads(proc.stdout)
@@ -50,7 +50,7 @@ def test_cli_writes_json_text_and_png(default_model: Path, tmp_path: Path, share
 
 
 def test_cli_rejects_a_model_for_other_images(default_model: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "converter.evaluate", str(default_model), "--data", "fashion-mnist", "--split", "test",
+    proc = subprocess.run([sys.executable, "-m", "converter.cli.evaluate", str(default_model), "--data", "fashion-mnist", "--split", "test",
                            "--limit", "50"], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr
     assert "Traceback" not in proc.stderr and "labels" in proc.stderr.strip().splitlines()[-1]

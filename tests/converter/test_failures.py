@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset, stratified_sample
-from converter.evaluate import tflite_predict
-from converter.failures import CONFIDENT, FailureAnalysis, analyse, plot_confusion, plot_mistakes
+from converter.data.datasets import Dataset, stratified_sample
+from converter.evaluation.evaluate import tflite_predict
+from converter.evaluation.failures import CONFIDENT, FailureAnalysis, analyse, plot_confusion, plot_mistakes
 
 
 @pytest.fixture(scope="module")

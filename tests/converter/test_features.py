@@ -12,18 +12,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from converter.data import Dataset, stratified_sample, stratified_split
+from converter.classical.features import DEFAULT_FEATURES, FEATURES, CombinedFeatures, extract_features, get_feature, grid_histograms, parse_features, to_grey
+from converter.data.datasets import Dataset, stratified_sample, stratified_split
 from converter.errors import ConverterError
-from converter.features import (
-    DEFAULT_FEATURES,
-    FEATURES,
-    CombinedFeatures,
-    extract_features,
-    get_feature,
-    grid_histograms,
-    parse_features,
-    to_grey,
-)
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""``converter.imagenet``: the class names of the ImageNet bundle and its cat/dog check (the bundle itself: tests/edge_app/test_imagenet_bundle.py)."""
+"""``converter.export.imagenet``: the class names of the ImageNet bundle and its cat/dog check (the bundle itself: tests/edge_app/test_imagenet_bundle.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from converter.errors import DataError
-from converter.imagenet import CAT_IDS, DOG_IDS, SHARED_NAMES, class_names, labels_from_timm_wheel, pet_rates
+from converter.export.imagenet import CAT_IDS, DOG_IDS, SHARED_NAMES, class_names, labels_from_timm_wheel, pet_rates
 
 SYNSETS = [f"n{i:08d}" for i in range(1000)]
 

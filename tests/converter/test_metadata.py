@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.convert import add_metadata
-from converter.data import Dataset, stratified_sample
+from converter.data.datasets import Dataset, stratified_sample
 from converter.errors import ModelError
-from converter.evaluate import tflite_predict
-from converter.metadata import LABELS_FILE, METADATA_NAME, ClassifierMetadata, build_metadata, write_classifier_metadata
+from converter.evaluation.evaluate import tflite_predict
+from converter.export.convert import add_metadata
+from converter.export.metadata import LABELS_FILE, METADATA_NAME, ClassifierMetadata, build_metadata, write_classifier_metadata
 from edge_app.model import load_labels, make_interpreter
 
 MEDIAPIPE_MISSING = "mediapipe is not installed (pip install --no-deps mediapipe==0.10.35)"

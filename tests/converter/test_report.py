@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from converter.baselines import run_baselines
-from converter.data import Dataset, stratified_sample, stratified_split
-from converter.report import (
+from converter.classical.baselines import run_baselines
+from converter.data.datasets import Dataset, stratified_sample, stratified_split
+from converter.evaluation.report import (
     RESULTS_FORMAT,
     MethodResult,
     fmt_accuracy,

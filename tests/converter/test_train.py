@@ -14,9 +14,10 @@ import keras
 import numpy as np
 import pytest
 
-from converter.data import Dataset
-from converter.models import EdgeSpec, count_macs, edge_cnn, paper_cnn
-from converter.train import cutout_batch, main
+from converter.cli.train import main
+from converter.data.augment import cutout_batch
+from converter.data.datasets import Dataset
+from converter.models.cnn import EdgeSpec, count_macs, edge_cnn, paper_cnn
 
 
 def test_tiny_edge_run_learns_and_writes_its_artefacts(tiny_edge_run: tuple[Path, dict[str, object]], fmnist_small: tuple[Dataset, Dataset]) -> None:
@@ -55,7 +56,7 @@ def test_edge_cnn_fits_the_latency_budget() -> None:
 
 
 def test_cli_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "converter.train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    cmd = [sys.executable, "-m", "converter.cli.train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
@@ -76,7 +77,7 @@ def test_cutout_blanks_one_clipped_square_per_real_image_with_the_fill(cifar10_v
 
 
 def test_a_cutout_larger_than_the_images_is_refused_in_one_line(tmp_path: Path, shared_datasets: Path) -> None:
-    cmd = [sys.executable, "-m", "converter.train", "--data", str(shared_datasets / "cifar10-train.tar.gz"), "--arch", "edge", "--cutout", "40",
+    cmd = [sys.executable, "-m", "converter.cli.train", "--data", str(shared_datasets / "cifar10-train.tar.gz"), "--arch", "edge", "--cutout", "40",
            "--limit-per-class", "20", "--epochs", "1", "--out", str(tmp_path / "o")]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3 and "Traceback" not in proc.stderr, proc.stderr
@@ -84,7 +85,7 @@ def test_a_cutout_larger_than_the_images_is_refused_in_one_line(tmp_path: Path, 
 
 
 def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tuple[Path, dict[str, object]]) -> None:
-    from converter.train import transfer_weights
+    from converter.training.classic import transfer_weights
 
     run, _ = tiny_edge_run
     source = keras.models.load_model(run / "model.keras", compile=False)
@@ -99,7 +100,7 @@ def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tu
 def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Path) -> None:
     """SIGKILL a real training run (with weight averaging on) mid-way, then finish it with --resume."""
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "converter.train", "--data", "fashion-mnist", "--limit-per-class", "100", "--arch", "edge",
+    base = [sys.executable, "-m", "converter.cli.train", "--data", "fashion-mnist", "--limit-per-class", "100", "--arch", "edge",
             "--widths", "16,32,32", "--batch-size", "8", "--precision", "float32", "--out", str(out)]  # 125 steps an epoch: EMA on
     proc = subprocess.Popen([*base, "--epochs", "4"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     point = out / "resume.json"
@@ -145,14 +146,14 @@ def test_training_runs_on_keras_jax_backend_and_the_model_converts_with_tensorfl
     """The GPU path: Keras 3 trains on JAX (or PyTorch) where TensorFlow has no GPU build; conversion stays on TensorFlow."""
     pytest.importorskip("jax")
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "converter.train", "--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge",
+    cmd = [sys.executable, "-m", "converter.cli.train", "--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge",
            "--widths", "16,32,32", "--batch-size", "32", "--epochs", "3", "--precision", "float32", "--out", str(out)]
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     report = json.loads((out / "train_report.json").read_text())
     assert report["backend"] == "jax" and report["val_accuracy"] > 0.4
-    conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
+    conv = subprocess.run([sys.executable, "-m", "converter.cli.convert", str(out / "model.keras"), "--data", "fashion-mnist",
                            "--eval-limit", "1000", "--out", str(tmp_path / "bundle")],
                           check=False, capture_output=True, text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "tensorflow"})
     assert conv.returncode == 0, conv.stderr
@@ -166,7 +167,7 @@ def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_im
     base = ["--data", "fashion-mnist", "--limit-per-class", "60", "--arch", "edge", "--widths", "8,16,16", "--epochs", "2",
             "--batch-size", "64", "--precision", "float32", "--val-fraction", "0", "--out", str(out)]
     assert main([*base, "--recipe", "classic"]) == 3  # classic picks its best validation epoch: refused
-    train = subprocess.run([sys.executable, "-m", "converter.train", *base, "--recipe", "airbench", "--pool-before-bn"],
+    train = subprocess.run([sys.executable, "-m", "converter.cli.train", *base, "--recipe", "airbench", "--pool-before-bn"],
                            check=False, capture_output=True, text=True, timeout=300)
     assert train.returncode == 0, train.stderr
     report = json.loads((out / "train_report.json").read_text())
@@ -175,7 +176,7 @@ def test_val_fraction_0_trains_on_every_image_and_the_manifest_says_the_check_im
     assert report["config"]["pool_before_bn"]  # trained pool-then-BN, saved with batch norm next to its conv (foldable)
     names = [layer.name for layer in keras.models.load_model(out / "model.keras", compile=False).layers]
     assert names.index("b0_bn0") == names.index("b0_conv0") + 1 and names.index("b0_pool") > names.index("b0_relu0")
-    conv = subprocess.run([sys.executable, "-m", "converter.convert", str(out / "model.keras"), "--data", "fashion-mnist",
+    conv = subprocess.run([sys.executable, "-m", "converter.cli.convert", str(out / "model.keras"), "--data", "fashion-mnist",
                            "--out", str(tmp_path / "bundle"), "--eval-limit", "200", "--calib-images", "50", "--allow-drop"],
                           check=False, capture_output=True, text=True, timeout=300)
     assert conv.returncode == 0, conv.stderr

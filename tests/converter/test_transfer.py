@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import stratified_sample, train_val
-from converter.train import main as train_main
-from converter.train import resolve_arch
+from converter.cli.train import main as train_main
+from converter.cli.train import resolve_arch
+from converter.data.datasets import stratified_sample, train_val
 from edge_app.model import default_model_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -47,7 +47,7 @@ def test_transfer_beats_the_cnn_from_scratch_on_a_small_set(runs: dict[str, Path
 
 def test_retrain_model_converts_a_collect_folder_to_a_checked_int8_candidate(shared_datasets: Path, tmp_path: Path) -> None:
     """retrain-model on a collect folder (train/<class>/ of the same 60 photos): an int8 bundle that agrees with its float model."""
-    from converter.retrain import main as retrain_main
+    from converter.cli.retrain import main as retrain_main
 
     train, _ = train_val(shared_datasets / "cats-vs-dogs.tar.gz", (96, 96))
     train = train.subset(stratified_sample(train.y, 30))
@@ -74,13 +74,13 @@ def test_retrain_model_converts_a_collect_folder_to_a_checked_int8_candidate(sha
 
 
 def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_datasets: Path) -> None:
-    from converter.transfer import TransferConfig, train_transfer
+    from converter.training.transfer import TransferConfig, train_transfer
 
     train, val = train_val(shared_datasets / "cats-vs-dogs.tar.gz", (64, 64))
     train, val = train.subset(stratified_sample(train.y, 8)), val.subset(stratified_sample(val.y, 8))
     cfg = TransferConfig(epochs=2, fine_tune=1, fine_tune_epochs=1)
     model, report = train_transfer(cfg, train, val, verbose=0)
-    from converter.backbones import build_backbone
+    from converter.models.backbones import build_backbone
 
     before = build_backbone("efficientnet-lite0", (64, 64, 3)).model  # the ImageNet weights it started from
     changed = {layer.name for layer in before.layers if layer.weights and any(
@@ -94,9 +94,9 @@ def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_da
 def few_photos(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], dict[str, object], float]:
     """Issue 34: 20 real photos a class with the default flags (96 px to stay fast), converted to int8, and the int8 model
     on 200 photos of the archive's own test split: (train report, manifest, int8 test accuracy)."""
-    from converter.convert import main as convert_main
-    from converter.data import load_dataset
-    from converter.evaluate import evaluate, open_runner
+    from converter.cli.convert import main as convert_main
+    from converter.data.datasets import load_dataset
+    from converter.evaluation.evaluate import evaluate, open_runner
 
     data = str(shared_datasets / "cats-vs-dogs.tar.gz")
     out = tmp_path_factory.mktemp("few-photos")

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset, load_dataset
+from converter.data.datasets import Dataset, load_dataset
 from edge_app.model import Classifier, default_model_dir, resolve_model
 
 HALF = 30  # frames before the photos swap sides

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.model import Classifier, resolve_model, top_k
 from edge_app.outputs import FrameResult
 from edge_app.smoothing import ScoreSmoother

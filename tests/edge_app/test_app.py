@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.app import App
 from edge_app.config import AppConfig, load_config
 from edge_app.errors import OutputError
@@ -26,6 +26,7 @@ from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult
 from edge_app.outputs.display import KEY_SPACE, KeyControlled, KeyControls
 from edge_app.outputs.draw import draw_overlay
+from edge_app.tools.mjpeg import MjpegClient
 from edge_app.web import WebServer
 from edge_app.zones import WHOLE_FRAME
 from tests.edge_app.helpers import decoded_frames, read_jsonl, wait_until
@@ -466,20 +467,10 @@ def _get(port: int, path: str) -> tuple[int, bytes]:
 
 def _first_stream_part(port: int, path: str) -> np.ndarray:
     """The first JPEG of an MJPEG stream, decoded."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        assert response.status == 200 and "multipart/x-mixed-replace" in response.getheader("Content-Type", "")
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += response.read(1)
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
-        image = cv2.imdecode(np.frombuffer(response.read(length), np.uint8), cv2.IMREAD_COLOR)
-        assert image is not None
-        return image
-    finally:
-        conn.close()
+    with MjpegClient(f"http://127.0.0.1:{port}{path}", timeout_s=10) as viewer:
+        image = cv2.imdecode(np.frombuffer(next(iter(viewer)), np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
 
 
 def test_one_web_view_streams_every_source(tmp_path, clip, fashion_mnist_test, write_video) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app import bundles
 from edge_app.app import App
 from edge_app.deploy import CANDIDATE, REPORT, ModelDesk
@@ -133,7 +133,7 @@ def test_retrain_runs_in_the_background_and_its_candidate_deploys(tmp_path, shar
     candidate with its report on the page, which deploys into the device's model folder."""
     import cv2
 
-    from converter.data import stratified_sample, train_val
+    from converter.data.datasets import stratified_sample, train_val
 
     train, _ = train_val(shared_datasets / "cats-vs-dogs.tar.gz", (96, 96))
     train = train.subset(stratified_sample(train.y, 8))
@@ -182,3 +182,25 @@ def test_a_device_model_folder_is_seeded_from_a_shipped_bundle_on_first_start(tm
     typo = edge_app("--model", str(tmp_path / "nowhere" / "model"), "--model-seed", "cifar10", "--source", str(video), "--headless",
                     "--check-config", timeout=120)
     assert typo.returncode == 4 and "model not found" in typo.stderr  # only in an existing folder: a typo is not created
+
+
+def test_a_relative_model_folder_name_is_seeded_in_the_working_directory(tmp_path, video) -> None:
+    """``--model my-model --model-seed cifar10`` from the folder that should hold it (the README's own-classes step 1
+    without ``$PWD``): a bare name that is no shipped bundle is a folder in the working directory, seeded there; a bare
+    shipped bundle's name keeps meaning that bundle."""
+    import subprocess
+    import sys
+
+    from tests.edge_app.helpers import env
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge_app", *args, "--source", str(video), "--headless", "--max-frames", "3"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env(), check=False)
+
+    ran = run("--model", "my-model", "--model-seed", "cifar10")
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "my-model").is_symlink() and bundles.complete(tmp_path / "my-model") is None
+    assert (tmp_path / "my-model" / "model.tflite").read_bytes() == (default_model_dir("cifar10") / "model.tflite").read_bytes()
+    shipped = run("--model", "cats-vs-dogs", "--model-seed", "cifar10")
+    assert shipped.returncode == 0, shipped.stderr
+    assert not (tmp_path / "cats-vs-dogs").exists() and "made it a copy" not in shipped.stderr

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.errors import ExitCode, OutputError
 from edge_app.outputs.display import DisplaySink, KeyControls, check_display, check_gui, opencv_gui_backend, x_display_error
 from edge_app.outputs.draw import draw_overlay

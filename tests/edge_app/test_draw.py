@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.model import Classification
 from edge_app.outputs import FrameResult
 from edge_app.outputs.draw import TOP_COLOR, ascii_text, draw_banner, draw_overlay, stats_text

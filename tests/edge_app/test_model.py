@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.model import SORT_ALL_BELOW, Classifier, resolve_model, top_k
 
 

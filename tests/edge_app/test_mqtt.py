@@ -27,7 +27,7 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.app import App
 from edge_app.config import load_config
 from edge_app.errors import ConfigError, ExitCode

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.mqtt import MqttSink
 from edge_app.outputs import Sink, iso_utc
 from edge_app.outputs.display import DisplaySink

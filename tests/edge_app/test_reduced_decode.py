@@ -45,7 +45,7 @@ def test_reduced_decoding_agrees_with_full_decoding(tmp_path, cifar10_val, share
     if model == "cifar10":
         images = cifar10_val.x[:200]
     else:
-        from converter.data import load_dataset, stratified_sample
+        from converter.data.datasets import load_dataset, stratified_sample
 
         photos = load_dataset(shared_datasets / "cats-vs-dogs.tar.gz", "test", image_size=(240, 240))  # the zones tests' size: one decode
         images = photos.x[stratified_sample(photos.y, 100, seed=0)]

@@ -258,11 +258,11 @@ def test_label_in_the_browser_then_train_on_the_download(server: str, collected:
     archive.write_bytes(httpx.get(href, timeout=30).content)
     with tarfile.open(archive) as tar:
         assert sorted(tar.getnames()) == sorted([f"train/cat/{c}" for c in cats] + [f"train/dog/{d}" for d in dogs])
-    from converter.data import load_dataset
+    from converter.data.datasets import load_dataset
 
     ds = load_dataset(archive, "train", image_size=(96, 96))  # train-model's loader reads the download as it is
     assert ds.classes == ("cat", "dog") and len(ds) == 4
-    from converter.train import main as train_main
+    from converter.cli.train import main as train_main
 
     out = tmp_path / "trained"  # and train-model trains on it (a quick edge CNN: the point is reading the download)
     assert train_main(["--data", str(archive), "--arch", "edge", "--image-size", "32", "--widths", "8,16,16", "--epochs", "1",

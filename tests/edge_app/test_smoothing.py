@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.errors import ConfigError, ExitCode
 from edge_app.model import Classifier, resolve_model
 from edge_app.smoothing import ScoreSmoother

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.errors import ConfigError, ExitCode, OutputError
 from edge_app.outputs import FrameResult
 from edge_app.outputs.snapshots import SnapshotSink

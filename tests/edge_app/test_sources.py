@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.app import App
 from edge_app.config import AppConfig
 from edge_app.errors import ConfigError, ExitCode, SourceError
@@ -492,7 +492,7 @@ def test_picamera2_feeds_the_model_from_the_isp_scaled_lores_stream_when_decodin
     for decode in ("full", "reduced"):
         keep = Keep()
         fake_picamera2.instances = []
-        config = AppConfig(picamera=True, headless=True, decode=decode, max_frames=8, stats_interval=0.0, threads=1)
+        config = AppConfig.from_flags(picamera=True, headless=True, decode=decode, max_frames=8, stats_interval=0.0, threads=1)
         App(config, extra_sinks=[keep], handle_signals=False).run()
         assert ("lores" in fake_picamera2.instances[0].config) == (decode == "reduced")
         labels[decode] = dict(keep.seen)  # frame index -> top-1 (the fake shows image index % 4)
@@ -503,8 +503,8 @@ def test_picamera2_feeds_the_model_from_the_isp_scaled_lores_stream_when_decodin
 def test_picamera2_keeps_its_main_stream_when_an_output_shows_frames(fake_picamera2, tmp_path, caplog) -> None:
     """Its lores stream has no full frame behind it (unlike MJPEG packets), so snapshots get main-stream frames."""
     caplog.set_level(logging.WARNING)
-    config = AppConfig(picamera=True, headless=True, decode="reduced", max_frames=6, stats_interval=0.0, threads=1,
-                       snapshots=tmp_path / "shots", snapshot_min_score=0.0, snapshot_interval=0.0)
+    config = AppConfig.from_flags(picamera=True, headless=True, decode="reduced", max_frames=6, stats_interval=0.0, threads=1,
+                                  snapshots=tmp_path / "shots", snapshot_min_score=0.0, snapshot_interval=0.0)
     App(config, handle_signals=False).run()
     assert "lores" not in fake_picamera2.instances[0].config
     assert any("picamera2's lores stream has no full-size frame behind it" in r.getMessage() for r in caplog.records)

@@ -25,9 +25,10 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.errors import ConfigError, ExitCode, OutputError
 from edge_app.outputs import FrameResult
+from edge_app.tools.mjpeg import read_parts
 from edge_app.web import WebServer
 from tests.edge_app.framekit import classify_frames
 from tests.edge_app.helpers import wait_until
@@ -71,24 +72,6 @@ def identify(jpeg: bytes, frames: list[tuple[np.ndarray, FrameResult]]) -> int:
     best = int(np.argmin(errors))
     assert errors[best] < 6, f"streamed image matches no written frame (error {errors[best]:.1f})"
     return best
-
-
-def mjpeg_parts(resp: http.client.HTTPResponse) -> Iterator[bytes]:
-    """The JPEGs of a multipart/x-mixed-replace response, as they arrive."""
-    boundary = resp.headers.get_content_type() == "multipart/x-mixed-replace" and resp.headers.get_param("boundary")
-    assert boundary, resp.headers
-    while True:
-        line = resp.readline()
-        if not line:
-            return
-        if line.strip() != f"--{boundary}".encode():
-            continue
-        headers: dict[str, str] = {}
-        while (line := resp.readline().strip()) != b"":
-            key, _, value = line.decode().partition(":")
-            headers[key.strip().lower()] = value.strip()
-        assert headers["content-type"] == "image/jpeg"
-        yield resp.read(int(headers["content-length"]))
 
 
 @contextmanager
@@ -192,7 +175,7 @@ def test_token_guards_everything_but_health(frames) -> None:
             assert fetch(base + route + f"?token={token}")[0] == 200, route
         assert fetch(base + "healthz")[0] == 200  # load balancers and systemd checks need no token
         with request(base + f"stream.mjpg?token={token}") as resp:  # what the page's <img> does
-            assert identify(next(mjpeg_parts(resp)), frames) == 0
+            assert identify(next(read_parts(resp)), frames) == 0
     with pytest.raises(ConfigError, match="token is empty"):
         WebServer(token=" " * 3)
 
@@ -204,7 +187,7 @@ def test_three_viewers_share_one_encoding(server: WebServer, frames) -> None:
     def view(n: int) -> None:
         try:
             with request(server.url + "stream.mjpg") as resp:
-                for jpeg in mjpeg_parts(resp):
+                for jpeg in read_parts(resp):
                     received[n].append(identify(jpeg, frames))
                     if len(received[n]) >= 15:
                         return
@@ -241,7 +224,7 @@ def test_a_viewer_that_stops_reading_never_slows_write(frames) -> None:
             with feeding(web, big, fps=30) as durations:
                 assert wait_until(lambda: web.viewers == 1, 5)
                 with request(web.url + "stream.mjpg") as resp:  # a healthy viewer alongside
-                    parts = mjpeg_parts(resp)
+                    parts = read_parts(resp)
                     got = [identify(next(parts), frames) for _ in range(20)]
                 assert len(set(got)) >= 4
                 # The stalled viewer's socket timed out and was dropped; the healthy one has gone too.
@@ -287,7 +270,7 @@ def test_close_ends_streams_and_frees_the_port(frames) -> None:
     web = WebServer(port=0).start()
     web.write(*frames[0])
     resp = request(web.url + "stream.mjpg")
-    parts = mjpeg_parts(resp)
+    parts = read_parts(resp)
     next(parts)
     t = time.monotonic()
     web.close()
@@ -306,7 +289,7 @@ def short_run(frames: list[tuple[np.ndarray, FrameResult]], held_back: bool) -> 
     jpegs: list[bytes] = []
 
     def read() -> None:
-        for jpeg in mjpeg_parts(resp):
+        for jpeg in read_parts(resp):
             jpegs.append(jpeg)
 
     reader = threading.Thread(target=read, daemon=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 from edge_app.outputs import FrameResult
 from edge_app.web import WebServer
 from tests.edge_app.framekit import classify_frames

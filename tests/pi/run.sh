@@ -6,10 +6,22 @@
 #
 # Inside the root it runs the README's "Run on a Raspberry Pi" commands as written (apt packages, then
 # `sudo systemd/install.sh`: the venv with --system-site-packages, pip), `systemd/install.sh --prefix DIR`,
-# `edge-app --check-config`, `edge-app` headless on a real video (top-1 labels equal to the x86 run's on
-# >= 99 % of the frames, every log line valid JSON), the web view on loopback with a token
-# (/api/status, one frame of /stream.mjpg), and one invoke() per shipped bundle (uint8 outputs within 1 of
-# x86's). One line per check, `PASS name detail` or `FAIL name detail`; exit 1 on any failure.
+# `edge-app --check-config`, `edge-app` headless on a real video, the web view on loopback with a token
+# (/api/status, one frame of /stream.mjpg), and one invoke() per shipped bundle (models/*). One line per
+# check, `PASS name detail` or `FAIL name detail` (`INFO name detail`: a measurement, not a check); exit 1
+# on any failure.
+#
+# What is compared with this x86 machine, and why so (measured 2026-12-07, see INVOKE_MAX_DIFF below):
+# - labels: edge-app runs on the real MJPG video (the default full decode) and on the same frames as x86
+#   decodes them, stored lossless (FFV1). The lossless run must agree with x86 on >= 99 % of the frames: it
+#   is the same model and pipeline on identical pixels. The MJPG run is held to LABELS_MIN_MJPEG only: apt's
+#   OpenCV decodes JPEG with Debian's libjpeg62-turbo 2.1.5, the x86 wheel with its own libjpeg-turbo 3.1.2,
+#   and their full-size decodes differ (up to 3 levels; the decode-mjpeg line says by how much), which moves
+#   near-tie labels. The 1/8-scale decodes (--decode reduced) are identical.
+# - invoke(): TFLite's reference kernels (BUILTIN_REF) on both sides must agree within 1 uint8 step (they are
+#   portable integer code; measured equal). The kernels edge-app really runs differ by machine (x86: XNNPACK;
+#   the emulated Pi: the built-in ARM kernels, as XNNPACK is not applied under qemu-user without /sys), so
+#   those are checked for the same top-1 class and a difference within INVOKE_DEFAULT_MAX.
 # Exit 77 with one `SKIP` line only where emulation is impossible here: no qemu-user-static, or
 # binfmt_misc cannot be mounted (not root, or a container without it).
 #
@@ -31,16 +43,22 @@ BASE_PACKAGES=(ca-certificates python3)
 
 ARCH="${1:-}"
 case "$ARCH" in
-    # INVOKE_MAX_DIFF: how far (uint8 steps) one invoke() may be from x86's, the top-1 class equal.
-    # LABELS_MIN: the share of video frames whose top-1 label must equal x86's. Measured 2026-12-07, same input
-    # bytes: the 32 px CIFAR-10 bundle within 0 (arm64, LiteRT 2.3.0) and 1 (armhf, tflite-runtime 2.14) steps;
-    # the 224 px EfficientNet-Lite0 bundle 8 steps on both: ARM's int8 kernels round otherwise than x86's
-    # XNNPACK (x86's own XNNPACK and built-in kernels differ by 10 on that input). Labels: 195/200 frames on
-    # both (apt's OpenCV 4.6 decodes the JPEG frames a little differently from the x86 wheel; near ties).
-    arm64) QEMU=qemu-aarch64-static BINFMT=qemu-aarch64 INVOKE_MAX_DIFF=10 LABELS_MIN=0.95 ;;
-    armhf) QEMU=qemu-arm-static BINFMT=qemu-arm INVOKE_MAX_DIFF=10 LABELS_MIN=0.95 ;;
+    # Measured 2026-12-07, same input bytes, uint8 steps (cifar10 / cats-vs-dogs / imagenet):
+    #   reference kernels, pi vs x86:                  0 / 0 / 0 (arm64 LiteRT 2.3.0, armhf tflite-runtime 2.14)
+    #   default kernels, pi vs x86's XNNPACK:           arm64 0 / 8 / 2, armhf 1 / 8 / 11
+    #   x86 alone, XNNPACK vs built-in vs reference:    up to 1 / 10 / 14 apart
+    # INVOKE_MAX_DIFF: reference kernels (the issue's bound, 1 step). INVOKE_DEFAULT_MAX: default kernels, no
+    # farther from x86's than x86's own kernel sets are from each other (14). LABELS_MIN: identical decoded
+    # frames (lossless video). LABELS_MIN_MJPEG: the MJPG video, JPEG decoders differing (measured 195/200).
+    arm64) QEMU=qemu-aarch64-static BINFMT=qemu-aarch64 ;;
+    armhf) QEMU=qemu-arm-static BINFMT=qemu-arm ;;
     *) echo "usage: bash tests/pi/run.sh arm64|armhf [VIDEO [FRAMES]]" >&2; exit 2 ;;
 esac
+INVOKE_MAX_DIFF=1
+INVOKE_DEFAULT_MAX=14
+LABELS_MIN=0.99
+LABELS_MIN_MJPEG=0.95
+DECODE_FRAMES=10
 VIDEO="${2:-}"
 FRAMES="${3:-200}"
 NAME="pi-$ARCH"
@@ -83,7 +101,7 @@ cleanup() {
         wait "$APP_PID" 2>/dev/null || true
     fi
     local mnt
-    for mnt in "$ROOT/root/.cache/pip" "$ROOT/dev" "$ROOT/proc"; do
+    for mnt in "$ROOT/root/.cache/pip" "$ROOT/dev" "$ROOT/proc" "$WORK/build/dev" "$WORK/build/proc"; do
         if mountpoint -q "$mnt" 2>/dev/null; then umount -R "$mnt" 2>/dev/null || umount -lR "$mnt" || true; fi
     done
     rm -rf --one-file-system -- "$WORK"
@@ -200,11 +218,18 @@ DATASETS_FOR_INPUTS="${EDGE_RECOGNITION_DATASETS:-$REPO/../shared/datasets}"
 [ -f "$DATASETS_FOR_INPUTS/cats-vs-dogs.tar.gz" ] || DATASETS_FOR_INPUTS=/work/shared/datasets
 cp -- "$VIDEO" "$ROOT/root/pi/video.avi"
 cp -- "$REPO/tests/pi/pi_check.py" "$ROOT/root/pi/"
+# The same frames as this machine decodes them, stored lossless: the labels compared on identical pixels.
+"$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" make-lossless "$VIDEO" "$ROOT/root/pi/lossless.avi" >/dev/null
 (cd "$REPO" && "$HOST_PYTHON" tests/pi/pi_check.py make-inputs "$DATASETS_FOR_INPUTS" "$ROOT/root/pi/inputs") >/dev/null
-(cd "$REPO" && "$HOST_PYTHON" -m edge_app --source "$VIDEO" --headless --log "$WORK/x86.jsonl" >/dev/null 2>&1) ||
-    { echo "FAIL x86 edge-app on the host failed: $HOST_PYTHON -m edge_app.cli --source $VIDEO --headless"; exit 1; }
-(cd "$REPO" && "$HOST_PYTHON" tests/pi/pi_check.py invoke "$ROOT/root/pi/inputs" "$WORK/x86-invoke.json" 2>/dev/null) >/dev/null
-FRAMES="$(wc -l <"$WORK/x86.jsonl")"
+for v in video lossless; do
+    (cd "$REPO" && "$HOST_PYTHON" -m edge_app --source "$ROOT/root/pi/$v.avi" --headless --log "$WORK/x86-$v.jsonl" >/dev/null 2>&1) ||
+        { echo "FAIL x86 edge-app on the host failed: $HOST_PYTHON -m edge_app --source $ROOT/root/pi/$v.avi --headless"; exit 1; }
+    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" decode "$ROOT/root/pi/$v.avi" "$WORK/x86-decode-$v.npz" "$DECODE_FRAMES" >/dev/null
+done
+for kernels in default reference; do
+    (cd "$REPO" && "$HOST_PYTHON" tests/pi/pi_check.py invoke "$ROOT/root/pi/inputs" "$WORK/x86-invoke-$kernels.json" "$kernels" 2>/dev/null) >/dev/null
+done
+FRAMES="$(wc -l <"$WORK/x86-video.jsonl")"
 
 # ---------------------------------------------------------------- (1) the README's install, as written
 # The checkout travels as install.sh copies it (no .git, .venv, caches): `git clone` of this very tree.
@@ -264,18 +289,37 @@ else
     fail "check-config '${check_config_line:-no such line in the README}': $(tail -n 3 "$WORK/check-config.log" 2>/dev/null | tr '\n' '|')"
 fi
 
-t=$SECONDS
-if in_root "$EDGE_APP" --source /root/pi/video.avi --headless --log /root/pi/pi.jsonl >"$WORK/run.log" 2>&1; then
-    secs=$((SECONDS - t))
-    pass "edge-app-video headless on a ${FRAMES}-frame real video in ${secs} s ($(awk -v f="$FRAMES" -v s="$secs" 'BEGIN { printf "%.1f", f / (s > 0 ? s : 1) }') fps under emulation, start-up included): $(grep -m 1 -o 'stopped.*' "$WORK/run.log" || true)"
-else
-    fail "edge-app-video exit non-zero: $(tail -n 5 "$WORK/run.log" | tr '\n' '|')"
-fi
-if [ -f "$ROOT/root/pi/pi.jsonl" ]; then
-    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-logs "$WORK/x86.jsonl" "$ROOT/root/pi/pi.jsonl" "$FRAMES" "$LABELS_MIN" || FAILURES=$((FAILURES + 1))
-else
-    fail "labels-agree no log written"
-fi
+# The decoders: the lossless video must decode to x86's very pixels; how far the MJPG decodes are apart is reported.
+for v in lossless video; do
+    if in_root "$PI_PYTHON" /root/pi/pi_check.py decode "/root/pi/$v.avi" "/root/pi/decode-$v.npz" "$DECODE_FRAMES" >"$WORK/decode-$v.log" 2>&1; then
+        if [ "$v" = lossless ]; then
+            "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-decode "$WORK/x86-decode-$v.npz" "$ROOT/root/pi/decode-$v.npz" decode-lossless exact || FAILURES=$((FAILURES + 1))
+        else
+            "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-decode "$WORK/x86-decode-$v.npz" "$ROOT/root/pi/decode-$v.npz" decode-mjpeg
+        fi
+    else
+        fail "decode-$v the Pi's OpenCV could not decode $v.avi: $(tail -n 3 "$WORK/decode-$v.log" | tr '\n' '|')"
+    fi
+done
+
+# edge-app headless, as installed, on the real MJPG video (the default full decode) and on its lossless copy.
+for v in video lossless; do
+    suffix="${v/video/}"
+    suffix="${suffix:+-$suffix}"
+    t=$SECONDS
+    if in_root "$EDGE_APP" --source "/root/pi/$v.avi" --headless --log "/root/pi/pi-$v.jsonl" >"$WORK/run-$v.log" 2>&1; then
+        secs=$((SECONDS - t))
+        pass "edge-app-video$suffix headless on the ${FRAMES}-frame $([ "$v" = video ] && echo 'real MJPG video' || echo 'lossless (FFV1) copy of its x86-decoded frames') in ${secs} s ($(awk -v f="$FRAMES" -v s="$secs" 'BEGIN { printf "%.1f", f / (s > 0 ? s : 1) }') fps under emulation, start-up included): $(grep -m 1 -o 'stopped.*' "$WORK/run-$v.log" || true)"
+    else
+        fail "edge-app-video$suffix exit non-zero: $(tail -n 5 "$WORK/run-$v.log" | tr '\n' '|')"
+    fi
+    if [ -f "$ROOT/root/pi/pi-$v.jsonl" ]; then
+        if [ "$v" = video ]; then min="$LABELS_MIN_MJPEG" name=labels-agree-mjpeg; else min="$LABELS_MIN" name=labels-agree; fi
+        "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-logs "$WORK/x86-$v.jsonl" "$ROOT/root/pi/pi-$v.jsonl" "$FRAMES" "$min" "$name" || FAILURES=$((FAILURES + 1))
+    else
+        fail "labels-agree$suffix no log written"
+    fi
+done
 
 # ---------------------------------------------------------------- (3) the web view on loopback, with a token
 PORT="$("$HOST_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
@@ -288,11 +332,16 @@ wait "$APP_PID" 2>/dev/null || true
 APP_PID=""
 
 # ---------------------------------------------------------------- (4) one invoke() per shipped bundle
-if in_root "$PI_PYTHON" /root/pi/pi_check.py invoke /root/pi/inputs /root/pi/invoke.json >"$WORK/invoke.log" 2>&1; then
-    "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-invoke "$WORK/x86-invoke.json" "$ROOT/root/pi/invoke.json" "$INVOKE_MAX_DIFF" || FAILURES=$((FAILURES + 1))
-else
-    fail "invoke the Pi venv could not invoke the bundles: $(tail -n 3 "$WORK/invoke.log" | tr '\n' '|')"
-fi
+# invoke-BUNDLE: reference kernels on both sides, within INVOKE_MAX_DIFF; invoke-default-BUNDLE: the kernels edge-app
+# runs (the runtime's own choice on each machine), the same top-1 class and within INVOKE_DEFAULT_MAX.
+for kernels in reference default; do
+    if in_root "$PI_PYTHON" /root/pi/pi_check.py invoke /root/pi/inputs "/root/pi/invoke-$kernels.json" "$kernels" >"$WORK/invoke-$kernels.log" 2>&1; then
+        if [ "$kernels" = reference ]; then max="$INVOKE_MAX_DIFF" name=invoke; else max="$INVOKE_DEFAULT_MAX" name=invoke-default; fi
+        "$HOST_PYTHON" "$REPO/tests/pi/pi_check.py" compare-invoke "$WORK/x86-invoke-$kernels.json" "$ROOT/root/pi/invoke-$kernels.json" "$max" "$name" || FAILURES=$((FAILURES + 1))
+    else
+        fail "invoke-$kernels the Pi venv could not invoke the bundles: $(tail -n 3 "$WORK/invoke-$kernels.log" | tr '\n' '|')"
+    fi
+done
 
 # ---------------------------------------------------------------- (5) 32-bit: the line when no runtime is there
 # ai-edge-litert has no 32-bit ARM wheels: with every runtime hidden, edge-app must say so and what to do.

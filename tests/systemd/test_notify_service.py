@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from converter.data import Dataset
+from converter.data.datasets import Dataset
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE_APP = Path(sys.prefix) / "bin" / "edge-app"
@@ -42,13 +42,14 @@ def service_config(tmp_path: Path, cifar10_val: Dataset, write_video: Callable[.
     """systemd/config.example.toml with the camera swapped for a looping real video and the log moved to tmp_path."""
     video = write_video(tmp_path / "cifar.avi", list(cifar10_val.x[:40]), size=(320, 240), fps=15.0)
     settings = tomllib.loads((REPO / "systemd" / "config.example.toml").read_text())
-    assert all(isinstance(v, bool | int | float | str) for v in settings.values()), "the example config grew tables"
-    for key in ("camera", "picamera", "source"):
-        settings.pop(key, None)
-    settings.update(source=str(video), loop=True, realtime=True, log=str(tmp_path / "log" / "results.jsonl"), threads=1)
+    assert all(isinstance(v, dict) for v in settings.values()), "the example config is one table per section"
+    sources = {k: v for k, v in settings["sources"].items() if k not in ("camera", "picamera", "targets")}
+    settings["sources"] = {**sources, "targets": [str(video)], "loop": True, "realtime": True}
+    settings["log"]["path"] = str(tmp_path / "log" / "results.jsonl")
+    settings["model"]["threads"] = 1
     settings.pop("snapshots", None)
     path = tmp_path / "config.toml"
-    path.write_text("\n".join(toml_line(k, v) for k, v in settings.items()) + "\n")
+    path.write_text("".join(f"[{name}]\n" + "".join(toml_line(k, v) + "\n" for k, v in table.items()) for name, table in settings.items()))
     return path
 
 

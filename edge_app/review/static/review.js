@@ -78,6 +78,27 @@ function summary() {
 
 async function refresh() {
   try { render(await api("api/review/inbox")); } catch (e) { say("could not load the inbox: " + e.message, true); }
+  doctor();
+}
+
+// the dataset doctor's findings for train/ (GET api/review/doctor): one line each, the files named; it changes nothing
+async function doctor() {
+  const list = document.getElementById("doctor-list"), summary = document.getElementById("doctor-summary");
+  try {
+    const r = await api("api/review/doctor");
+    list.replaceChildren(...r.findings.map((f) => {
+      const li = document.createElement("li");
+      li.className = f.severity;
+      li.dataset.kind = f.kind;
+      li.textContent = f.message;
+      return li;
+    }));
+    const skipped = [];
+    if (!r.checked.small_images) skipped.push("small photos (no model input size)");
+    if (!r.checked.mislabels) skipped.push("mislabels (no model features)");
+    summary.textContent = (r.findings.length ? r.findings.length + " finding(s)" : "no findings") + " in " + r.photos + " photo(s)" +
+      (skipped.length ? "; not checked: " + skipped.join(", ") : "");
+  } catch (e) { summary.textContent = "the doctor could not check the training set: " + e.message; list.replaceChildren(); }
 }
 
 document.getElementById("select-all").addEventListener("click", () => { items.forEach((i) => selected.add(i.image)); render({ items, classes: [...document.getElementById("class-select").options].map((o) => o.value), counts: countsNow() }); });
