@@ -61,11 +61,14 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
     train_dir = root / "train"
     if not train_dir.is_dir():  # before TensorFlow is imported: a mistyped folder answers at once
         raise DataError(f"{train_dir} does not exist: label collected frames first (edge-app review {root}), or pass a --collect folder")
+    from converter.evaluation.doctor import TrainDoctor  # noqa: PLC0415
     from converter.export.convert import convert_model  # noqa: PLC0415
     from converter.models.backbones import default_size  # noqa: PLC0415
     from converter.training.transfer import TransferConfig, train_pretrained  # noqa: PLC0415
 
     size = image_size or (default_size(arch), default_size(arch))
+    doctor = TrainDoctor(root, size)  # the collect folder: findings name train/<class>/<file>, warnings only
+    doctor.check_files()
     full = load_folder(train_dir, "train", image_size=size)
     counts = full.counts()
     few = {c: n for c, n in counts.items() if n < 2}
@@ -76,7 +79,8 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
     t0 = time.perf_counter()
     run = root / ".retrain-run"
     tcfg = TransferConfig(backbone=arch, seed=seed, epochs=epochs or TransferConfig.epochs)
-    report = train_pretrained(tcfg, train.load(), val.load(), run)  # training takes the photos in memory; freed once it returns
+    hook = doctor.hook(val_fraction=val_fraction, seed=seed, limit_per_class=None, train_y=train.y, val_y=val.y)
+    report = train_pretrained(tcfg, train.load(), val.load(), run, features_hook=hook)  # training takes the photos in memory
     out = root / CANDIDATE
     if out.exists():
         shutil.rmtree(out)
@@ -97,6 +101,7 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
         "train_seconds": report["train_seconds"],
         "total_seconds": round(time.perf_counter() - t0, 1),
         "arch": arch,
+        "dataset_findings": doctor.to_json(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if current is not None:

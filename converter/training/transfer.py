@@ -37,6 +37,7 @@ from converter.data.augment import augmented_view
 from converter.data.batches import AugmentedBatches
 from converter.data.datasets import Dataset, default_cache_dir, prune_cache, touch_cache_entry
 from converter.evaluation.cross_validation import cross_validate as repeated_kfold
+from converter.export.convert import predict_batch
 from converter.models.backbones import Backbone, build_backbone
 from converter.models.cnn import count_macs
 from converter.training.artifacts import save_run
@@ -116,6 +117,7 @@ def compute_features(
                 return feats
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable feature cache %s (%s)", cache, exc)
+    batch = predict_batch(x.shape[1:3], batch)  # 32 for small images, 10 at 224 px: the activations stay bounded
     out: list[np.ndarray] = []
     bar = keras.utils.Progbar(len(x), unit_name="image") if sys.stderr.isatty() else None
     t0, last_log = time.perf_counter(), 0.0
@@ -327,7 +329,9 @@ def train_pretrained(tcfg: TransferConfig, train: Dataset, val: Dataset, out: Pa
     t0 = time.perf_counter()
     model, info = train_transfer(tcfg, train, val, verbose=1 if sys.stderr.isatty() else 2, features_hook=features_hook)
     train_seconds = time.perf_counter() - t0
-    probs = model.predict(val.x.astype(np.float32), batch_size=64, verbose=0)
+    bs = predict_batch(val.x.shape[1:3], 64)  # a few hundred MB of activations, whatever the photos' size
+    chunks = [model.predict(val.x[i : i + 8 * bs].astype(np.float32), batch_size=bs, verbose=0) for i in range(0, len(val.x), 8 * bs)]
+    probs = np.concatenate(chunks) if chunks else np.zeros((0, len(val.classes)), np.float32)
     val_acc = float(np.mean(np.argmax(probs, 1) == val.y))
     history = info.pop("history")
     report = {
