@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -158,6 +159,23 @@ def tflite_io(model: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         {"dtype": np.dtype(outp["dtype"]).name, "scale": float(outp["quantization"][0]), "zero_point": int(outp["quantization"][1]),
          "kind": "probabilities"},
     )
+
+
+def write_bundle(out: Path, classes: Sequence[str], tpu: EdgeTpuReport) -> dict[str, Any]:
+    """Beside ``out/model.tflite``: ``labels.txt``, and the Edge TPU model where it compiles; the manifest's head (format,
+    file names, input and output blocks, classes), which every bundle's manifest starts with."""
+    model = out / "model.tflite"
+    (out / "labels.txt").write_text("\n".join(classes) + "\n", encoding="utf-8")
+    compiled = compile_edgetpu(model, out) if tpu.compatible else None
+    model_in, model_out = tflite_io(model)
+    return {"format": MANIFEST_FORMAT, "model": model.name, "edgetpu_model": compiled.name if compiled else None, "labels": "labels.txt",
+            "input": model_in, "output": model_out, "classes": list(classes)}
+
+
+def file_facts(model: Path) -> dict[str, Any]:
+    """The manifest's ``size_bytes`` and ``sha256`` of the model file (``edge-app --model-url`` checks the hash)."""
+    data = model.read_bytes()
+    return {"size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def int8_check(labels: np.ndarray, float_pred: np.ndarray, int8_pred: np.ndarray, *, alpha: float = ALPHA,
@@ -383,21 +401,13 @@ def convert_model(
         has_metadata = add_metadata(staged, list(train.classes))
         shutil.copyfile(staged, out / "model.tflite")
 
-    (out / "labels.txt").write_text("\n".join(train.classes) + "\n", encoding="utf-8")
-    compiled = compile_edgetpu(out / "model.tflite", out) if tpu.compatible else None
     if not tpu.compatible:
         log.warning("not Edge TPU compatible: %s", "; ".join(tpu.problems))
-    model_in, model_out = tflite_io(out / "model.tflite")
+    head = write_bundle(out, train.classes, tpu)
     report_path = model_path.parent / "train_report.json"
     train_report = json.loads(report_path.read_text()) if report_path.exists() else {}
     manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "model": "model.tflite",
-        "edgetpu_model": compiled.name if compiled else None,
-        "labels": "labels.txt",
-        "input": model_in,
-        "output": model_out,
-        "classes": list(train.classes),
+        **head,
         "dataset": train.name,
         "arch": arch or train_report.get("arch", "unknown"),
         "accuracy": {
@@ -410,8 +420,7 @@ def convert_model(
         },
         "calibration_images": len(calib),
         "decode": decode,
-        "size_bytes": (out / "model.tflite").stat().st_size,
-        "sha256": hashlib.sha256((out / "model.tflite").read_bytes()).hexdigest(),  # edge-app --model-url checks it
+        **file_facts(out / "model.tflite"),
         "params": int(model.count_params()),
         "macs": train_report.get("macs"),
         "training": {k: train_report[k] for k in ("train_images", "val_accuracy", "best_epoch", "train_seconds", "machine", "date", "config")

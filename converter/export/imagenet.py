@@ -262,10 +262,9 @@ def build_bundle(
     from converter.evaluation import decode_check  # noqa: PLC0415
     from converter.evaluation.evaluate import keras_predict, tflite_predict  # noqa: PLC0415
     from converter.evaluation.report import library_versions  # noqa: PLC0415
-    from converter.export.convert import add_metadata, compile_edgetpu, edgetpu_report, tflite_io  # noqa: PLC0415
+    from converter.export.convert import add_metadata, edgetpu_report, file_facts, write_bundle  # noqa: PLC0415
     from converter.export.quantize import quantize_model  # noqa: PLC0415
     from converter.models.cnn import count_macs  # noqa: PLC0415
-    from edge_app.model import MANIFEST_FORMAT  # noqa: PLC0415
 
     if len(labels) != 1000:
         raise DataError(f"expected 1000 ImageNet class names, got {len(labels)}")
@@ -309,18 +308,10 @@ def build_bundle(
         has_metadata = add_metadata(staged, labels)
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(staged, out / "model.tflite")
-    (out / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-    compiled = compile_edgetpu(out / "model.tflite", out) if tpu.compatible else None
-    model_in, model_out = tflite_io(out / "model.tflite")
+    head = write_bundle(out, labels, tpu)
     timing = latency_ms(out, pets.x)
     manifest: dict[str, Any] = {
-        "format": MANIFEST_FORMAT,
-        "model": "model.tflite",
-        "edgetpu_model": compiled.name if compiled else None,
-        "labels": "labels.txt",
-        "input": model_in,
-        "output": model_out,
-        "classes": labels,
+        **head,
         "dataset": "imagenet-1k",
         "arch": ARCH,
         # no ImageNet validation images here: the int8 model is checked against its float model on real photos
@@ -335,8 +326,7 @@ def build_bundle(
         "calibration": calib_content,
         "weight_bias_correction": {"images": len(calib), "mean_abs_shift": round(bias_shift, 5)},
         "decode": decode,
-        "size_bytes": (out / "model.tflite").stat().st_size,
-        "sha256": hashlib.sha256((out / "model.tflite").read_bytes()).hexdigest(),
+        **file_facts(out / "model.tflite"),
         "params": int(model.count_params()),
         "macs": count_macs(model),
         "latency_ms": {**timing, "machine": f"{platform.machine()}, {platform.processor() or platform.system()}"},
