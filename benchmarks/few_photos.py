@@ -15,12 +15,17 @@ Tasks (both real images, nothing generated):
 * ``cvd``: dogs-vs-cats, the archive's train/ split to draw from, its full 2,000-photo test/ split to score on.
   Two easy classes: ImageNet features are near their ceiling here even at 20 a class.
 * ``cifar5``: the first five CIFAR-10 classes (airplane, automobile, bird, cat, deer; chosen by index, not by
-  result), 32x32 photos upscaled to the backbone's input (``--arch efficientnet-lite0``, since ``--arch auto`` keeps
-  the edge CNN for 32 px images); 200 a class are held back (a fixed draw, seed 999) to score on, the rest is
-  the pool the training photos are drawn from. A hard few-shot proxy for a 5-class photo set.
+  result), 32x32 photos upscaled to the backbone's input (``--arch`` given as the backbone ``--arch auto`` picks for
+  a photo set of that size, converter.cli.train.auto_backbone, since ``--arch auto`` keeps the edge CNN for 32 px
+  images); 200 a class are held back (a fixed draw, seed 999) to score on, the rest is the pool the training photos
+  are drawn from. A hard few-shot proxy for a 5-class photo set: 32 px photos upscaled carry far less detail.
+
+The int8 bundle's one-thread latency (``evaluate-model --threads 1``, on this machine) is recorded too: a larger
+backbone costs the device time.
 
     .venv/bin/python benchmarks/few_photos.py --task cvd --per-class 20 --seeds 5 --out reports/few-photos/cvd-20
     .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 20 --seeds 3 --train-args="--head dense"
+    .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 600 --seeds 1 --out reports/few-photos/cifar5-600
 
 Writes OUT/runs.json (one row a seed) and OUT/summary.json, and prints the summary.
 """
@@ -39,10 +44,12 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 DATASETS = Path(os.environ.get("EDGE_RECOGNITION_DATASETS", ROOT.parent / "shared" / "datasets"))
 CIFAR5 = ("airplane", "automobile", "bird", "cat", "deer")
@@ -55,6 +62,13 @@ def ci95(values: list[float]) -> tuple[float, float]:
     if len(v) < 2:
         return float(v.mean()), 0.0
     return float(v.mean()), float(T975.get(len(v) - 1, 1.96) * v.std(ddof=1) / math.sqrt(len(v)))
+
+
+def machine() -> str:
+    """The CPU model (lscpu) and core count."""
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
+    return f"{model}, {os.cpu_count()} cores"
 
 
 def extract(archive: Path, dest: Path, keep: tuple[str, ...] | None = None) -> Path:
@@ -77,7 +91,7 @@ def link_tree(root: Path, split: str, chosen: dict[str, list[Path]]) -> Path:
     return root
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> dict[str, object]:
+def timed(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run ``cmd`` under /usr/bin/time -v: its stdout, wall seconds and peak RSS (MiB)."""
     proc = subprocess.run(["/usr/bin/time", "-v", *cmd], env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
@@ -96,7 +110,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=5, help="draws of the training photos (default 5)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--train-args", default="", help="extra train-model flags (a lever), e.g. '--head dense'")
-    p.add_argument("--threads", type=int, default=2, help="evaluate-model interpreter threads")
+    p.add_argument("--threads", type=int, default=1, help="evaluate-model interpreter threads (default 1: the latency on one core)")
     p.add_argument("--out", type=Path, help="folder for runs.json and summary.json")
     args = p.parse_args()
 
@@ -105,7 +119,7 @@ def main() -> int:
     if args.task == "cvd":
         src = extract(DATASETS / "cats-vs-dogs.tar.gz", work / "src")
         pool, test = files_by_class(src / "train"), files_by_class(src / "test")
-        arch, size = [], 224
+        arch: list[str] = []
     else:
         src = extract(DATASETS / "cifar10-train.tar.gz", work / "src", keep=CIFAR5)
         every = files_by_class(src / "train")
@@ -113,7 +127,9 @@ def main() -> int:
         held = {c: set(rng.choice(len(fs), 200, replace=False).tolist()) for c, fs in every.items()}
         test = {c: [f for i, f in enumerate(fs) if i in held[c]] for c, fs in every.items()}
         pool = {c: [f for i, f in enumerate(fs) if i not in held[c]] for c, fs in every.items()}
-        arch, size = ["--arch", "efficientnet-lite0"], 224
+        from converter.cli.train import auto_backbone  # noqa: PLC0415 - after sys.path has the checkout
+
+        arch = ["--arch", auto_backbone({c: args.per_class for c in pool})[0]]  # what --arch auto picks for that many photos
     test_root = link_tree(work / "test-tree", "test", test)
     extra = shlex.split(args.train_args)
     rows = []
@@ -126,13 +142,15 @@ def main() -> int:
         # --allow-drop: the default check on a 20-a-class carve has 2 photos a class, and one changed answer fails it;
         # the bundle is written anyway so that it is scored here, and the row says whether the check passed
         cv = timed([str(BIN / "convert-model"), str(run / "model.keras"), "--data", str(tree), "--out", str(bundle), "-q", "--allow-drop"], env)
-        ev = timed([str(BIN / "evaluate-model"), str(bundle), "--data", str(test_root), "--split", "test", "--image-size", str(size),
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        size = f"{manifest['input']['height']}x{manifest['input']['width']}"
+        ev = timed([str(BIN / "evaluate-model"), str(bundle), "--data", str(test_root), "--split", "test", "--image-size", size,
                     "--threads", str(args.threads), "--json", "-q"], env)
         report = json.loads((run / "train_report.json").read_text())
-        manifest = json.loads((bundle / "manifest.json").read_text())
         evaluation = json.loads(ev["stdout"])
         row = {
-            "seed": seed, "test_int8": evaluation["accuracy"], "test_images": evaluation["images"],
+            "seed": seed, "arch": report.get("arch"), "image_size": size, "test_int8": evaluation["accuracy"], "test_images": evaluation["images"],
+            "latency_ms_p50": evaluation.get("latency_ms", {}).get("p50"), "latency_threads": args.threads,
             "train_s": tr["seconds"], "convert_s": cv["seconds"], "train_convert_s": round(tr["seconds"] + cv["seconds"], 1),
             "peak_rss_mib": max(tr["peak_rss_mib"] or 0, cv["peak_rss_mib"] or 0),
             "head": report.get("transfer", {}).get("head"), "views": report.get("transfer", {}).get("feature_views"),
@@ -151,10 +169,15 @@ def main() -> int:
         "train_convert_s_max": max(r["train_convert_s"] for r in rows),
         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in rows),
         "int8_check_failed": sum(r["int8_check_passed"] is False for r in rows),
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores",
+        "arch": rows[0]["arch"], "image_size": rows[0]["image_size"],
+        "latency_ms_p50": round(float(np.median([r["latency_ms_p50"] for r in rows if r["latency_ms_p50"] is not None] or [np.nan])), 2),
+        "latency_threads": args.threads,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine(),
+        "command": shlex.join([".venv/bin/python", "benchmarks/few_photos.py", *sys.argv[1:]]),
+        "note": "timed on a shared 2-core machine (other engineers' jobs ran at the same time): times are upper bounds",
     }
     print(json.dumps(summary))
-    print(f"{args.task} {args.per_class}/class {args.train_args or '(defaults)'}: int8 {100 * acc:.1f} % +- {100 * half:.1f} "
+    print(f"{args.task} {args.per_class}/class {summary['arch']} {args.train_args or '(defaults)'}: int8 {100 * acc:.1f} % +- {100 * half:.1f} "
           f"(95 % CI, {len(rows)} seeds, {summary['test_images']} test images), train+convert {summary['train_convert_s_mean']:.0f} s "
           f"(max {summary['train_convert_s_max']:.0f}), peak RSS {summary['peak_rss_mib_max']} MiB")
     if args.out:

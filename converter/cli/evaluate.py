@@ -1,4 +1,8 @@
-"""``evaluate-model``: accuracy, per-class precision/recall, confusion matrix and latency of a model (``python -m converter.cli.evaluate``)."""
+"""``evaluate-model``: accuracy, per-class precision/recall, confusion matrix and latency of a model (``python -m converter.cli.evaluate``).
+
+The accuracy comes with its 95 % Wilson interval and the number of images, a ``small set: ±x points`` line when some class
+has fewer than 50 images, and the model's training score and how train-model obtained it (cross-validation or its carve),
+read from the bundle's ``manifest.json`` or the ``train_report.json`` beside a ``.keras`` model."""
 
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = StrictParser(prog="evaluate-model", description="Accuracy, per-class precision/recall, confusion matrix and latency of a model.")
+    p = StrictParser(prog="evaluate-model", description="Accuracy (with its 95 % interval), per-class precision/recall, confusion matrix and "
+                     "latency of a model, and how its training run scored it.")
     p.add_argument("model", type=Path, help="a .keras model, a .tflite model, or a model folder (model.tflite + labels.txt)")
     p.add_argument("--data", required=True, help="cifar10, fashion-mnist, or a class-per-folder folder/.tar.gz/.zip")
     p.add_argument("--split", default="val", help="val (the carve train-model held out; default), or a split of the data such as test")

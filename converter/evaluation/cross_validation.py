@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+SMALL_CLASS = 50  # images in the smallest class below which an accuracy is flagged as a small set (train-model's CV_BELOW too)
+CI_NAME = "Wilson score interval over the photos"
+
 
 def group_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold over the photos (``groups``): every view of a photo on the same side of each split."""
@@ -54,6 +57,44 @@ def cross_validate(fit_predict: Callable[[np.ndarray, np.ndarray, int], np.ndarr
     lo, hi = wilson(mean * photos, photos)
     return {
         "method": f"repeated stratified {k}-fold cross-validation ({repeats} repeat{'s' * (repeats > 1)}) of {what} on the training photos",
-        "accuracy": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)], "ci": "Wilson score interval over the photos",
+        "accuracy": round(mean, 4), "ci95": [round(lo, 4), round(hi, 4)], "ci": CI_NAME,
         "folds": k, "repeats": repeats, "photos": photos, "repeat_accuracy": [round(a, 4) for a in accs],
     }
+
+
+
+def interval(accuracy: float, n: int) -> list[float]:
+    """The 95 % Wilson interval of an accuracy measured on ``n`` images, rounded as the reports write it."""
+    lo, hi = wilson(accuracy * n, n)
+    return [round(lo, 4), round(hi, 4)]
+
+
+def training_score(report: dict[str, Any]) -> dict[str, Any] | None:
+    """How ``train-model`` scored the model its ``train_report.json`` describes: ``scored_by`` (``cross-validation`` or
+    ``validation carve``), ``accuracy`` with its 95 % interval, the ``method`` and its size (``folds``/``repeats``/``photos``
+    for cross-validation, ``images`` for the carve). None when the report has neither; ``accuracy`` None when the model
+    was trained on every image (``--val-fraction 0``: nothing held out)."""
+    cv = report.get("cross_validation")
+    if isinstance(cv, dict) and cv.get("accuracy") is not None:
+        keep = ("accuracy", "ci95", "ci", "method", "folds", "repeats", "photos", "nested")
+        return {"scored_by": report.get("scored_by") or "cross-validation", **{k: cv[k] for k in keep if k in cv}}
+    acc, n = report.get("val_accuracy"), report.get("val_images")
+    if isinstance(acc, dict):  # retrain-model's report: float and int8 on its carve
+        acc = acc.get("float")
+    if not isinstance(n, int):
+        return None
+    if n == 0 or not isinstance(acc, (int, float)) or math.isnan(acc):
+        return {"scored_by": "not scored", "accuracy": None, "method": "trained on every image (--val-fraction 0): nothing held out"}
+    return {"scored_by": report.get("scored_by") or "validation carve", "accuracy": round(float(acc), 4), "ci95": interval(float(acc), n),
+            "ci": CI_NAME, "method": f"the float model on the {n} images train-model held out (its validation carve)", "images": n}
+
+
+def score_text(score: dict[str, Any] | None) -> str:
+    """One line for a :func:`training_score`: ``cross-validation: 0.8500 (95 % CI 0.7000-0.9300), repeated ...``."""
+    if not score:
+        return "not recorded (no training_score in the bundle's manifest.json, no train_report.json beside a .keras model)"
+    if score.get("accuracy") is None:
+        return f"{score.get('scored_by', 'not scored')}: {score.get('method', '')}"
+    ci = score.get("ci95")
+    ci_text = f" (95 % CI {ci[0]:.4f}-{ci[1]:.4f})" if ci else ""
+    return f"{score['scored_by']}: {score['accuracy']:.4f}{ci_text}, {score.get('method', '')}"

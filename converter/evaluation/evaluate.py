@@ -7,6 +7,7 @@ the device app's own LiteRT code (``edge_app.model``), ``.keras`` models through
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 from converter.data.datasets import Dataset, load_dataset, train_val
 from converter.errors import DataError, ModelError
+from converter.evaluation.cross_validation import CI_NAME, SMALL_CLASS, interval, score_text, training_score
 from converter.evaluation.failures import FailureAnalysis, analyse
 from edge_app.errors import ModelError as DeviceModelError
 from edge_app.model import Classifier, load_labels, resolve_model
@@ -39,10 +41,37 @@ class Evaluation:
     predictions: np.ndarray
     scores: np.ndarray
     tta_accuracy: float | None = None  # with --tta: airbench's 6-view test-time augmentation (a report, never the device)
+    training_score: dict[str, Any] | None = None  # how train-model scored the model (:func:`recorded_score`)
+    training_score_from: str | None = None  # the file it was read from
 
     @property
     def confusion(self) -> np.ndarray:
         return self.analysis.confusion
+
+    @property
+    def images(self) -> int:
+        return int(self.confusion.sum())
+
+    @property
+    def ci95(self) -> list[float]:
+        """The 95 % Wilson interval of :attr:`accuracy` over the evaluated images."""
+        return interval(self.accuracy, self.images)
+
+    @property
+    def smallest_class(self) -> int:
+        support = self.confusion.sum(1)
+        return int(support[support > 0].min()) if support.any() else 0
+
+    @property
+    def small_set(self) -> bool:
+        """Fewer than ``SMALL_CLASS`` images in some class: the accuracy can move by several points by chance."""
+        return self.smallest_class < SMALL_CLASS
+
+    @property
+    def margin_points(self) -> float:
+        """Half the width of :attr:`ci95`, in percentage points."""
+        lo, hi = self.ci95
+        return round((hi - lo) * 50, 1)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +80,13 @@ class Evaluation:
             "split": self.split,
             "images": int(self.confusion.sum()),
             "accuracy": round(self.accuracy, 4),
+            "accuracy_ci95": self.ci95,
+            "ci": CI_NAME,
+            "smallest_class_images": self.smallest_class,
+            "small_set": self.small_set,  # fewer than SMALL_CLASS images in some class
+            "margin_points": self.margin_points,  # half the 95 % interval, percentage points
+            "training_score": self.training_score,  # how train-model scored the model: cross-validation or its carve
+            "training_score_from": self.training_score_from,
             "per_class": {
                 c: {"precision": round(p, 4), "recall": round(r, 4), "support": int(self.confusion[i].sum())}
                 for i, (c, p, r) in enumerate(zip(self.classes, self.precision, self.recall, strict=True))
@@ -150,8 +186,38 @@ def evaluate(runner: TFLiteRunner | KerasRunner, data: Dataset, split: str = "va
         times.append((time.perf_counter() - t) * 1000)
     latency = {"mean": round(float(np.mean(times)), 4), "p50": round(float(np.percentile(times, 50)), 4),
                "p95": round(float(np.percentile(times, 95)), 4), "runs": len(times)}
+    score, source = recorded_score(Path(runner.name))
     return Evaluation(runner.name, data.name, split, list(data.classes), float(np.mean(pred == data.y)), fa,
-                      precision, recall, latency, pred, scores)
+                      precision, recall, latency, pred, scores, training_score=score, training_score_from=source)
+
+
+def recorded_score(model: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """How ``train-model`` scored ``model`` and where that was read: a bundle's (or a ``.tflite`` file's folder's)
+    ``manifest.json`` ``training_score``, or the ``train_report.json`` beside a ``.keras`` model. A manifest written before
+    ``training_score`` existed gives its ``training.val_accuracy``, marked as a carve of unrecorded size."""
+    folder = model if model.is_dir() else model.parent
+    for name in (("train_report.json", "manifest.json") if model.suffix == ".keras" else ("manifest.json",)):
+        path = folder / name
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if name == "train_report.json":
+            score = training_score(doc)
+        elif isinstance(doc.get("training_score"), dict):
+            score = doc["training_score"]
+        elif isinstance(doc.get("training"), dict) and isinstance(doc["training"].get("val_accuracy"), (int, float)):
+            score = {"scored_by": "validation carve", "accuracy": round(float(doc["training"]["val_accuracy"]), 4),
+                     "method": "train-model's validation carve (its size is not recorded in this manifest: no interval)"}
+        elif str((doc.get("accuracy") or {}).get("split", "")).startswith("training"):
+            score = {"scored_by": "not scored", "accuracy": None, "method": "trained on every image (--val-fraction 0): nothing held out"}
+        else:
+            score = None
+        if score is not None:
+            return score, str(path)
+    return None, None
 
 
 def tta_scores(runner: TFLiteRunner | KerasRunner, x: np.ndarray, plain: np.ndarray | None = None) -> np.ndarray:
@@ -174,8 +240,12 @@ def confusion_text(ev: Evaluation) -> str:
 
 
 def report_text(ev: Evaluation) -> str:
+    lo, hi = ev.ci95
     lines = [f"{ev.model} on {ev.dataset} ({ev.split}, {int(ev.confusion.sum())} images)",
-             f"accuracy {ev.accuracy:.4f}",
+             f"accuracy {ev.accuracy:.4f} (95 % CI {lo:.4f}-{hi:.4f}, Wilson, {ev.images} images)",
+             *([f"small set: ±{ev.margin_points:.1f} points (the smallest class has {ev.smallest_class} images, fewer than "
+                f"{SMALL_CLASS}): differences of a few points are chance"] if ev.small_set else []),
+             f"training score: {score_text(ev.training_score)}" + (f" [{ev.training_score_from}]" if ev.training_score_from else ""),
              f"latency per image: mean {ev.latency_ms['mean']:.3f} ms, p95 {ev.latency_ms['p95']:.3f} ms",
              *([f"with test-time augmentation (6 views, --tta): accuracy {ev.tta_accuracy:.4f}"] if ev.tta_accuracy is not None else []),
              "", f"{'class':>12} {'precision':>9} {'recall':>7} {'support':>7}"]

@@ -35,6 +35,7 @@ import numpy as np
 from converter.data.datasets import BATCH, Dataset, Rows, stratified_sample
 from converter.errors import DataError, ModelError, QuantizationError
 from converter.evaluation import decode_check
+from converter.evaluation.cross_validation import CI_NAME, interval, training_score
 from converter.evaluation.evaluate import TFLiteRunner, keras_predict
 from converter.evaluation.report import library_versions
 from converter.export.quantize import quantize_model
@@ -413,6 +414,7 @@ def convert_model(
         "accuracy": {
             "float": round(acc_f, 4), "int8": round(acc_q, 4), "agreement": round(agree, 4),
             "images": len(val),
+            "int8_ci95": interval(acc_q, len(val)), "ci": CI_NAME,  # 95 % interval of the int8 accuracy on these images
             **check.to_json(),  # the paired test the int8 model passed (or failed, written through --allow-drop)
             # a model trained on every image (train-model --val-fraction 0) has seen the carve: the numbers then check
             # the int8 conversion against the float model, they are not a held-out accuracy
@@ -425,6 +427,8 @@ def convert_model(
         "macs": train_report.get("macs"),
         "training": {k: train_report[k] for k in ("train_images", "val_accuracy", "best_epoch", "train_seconds", "machine", "date", "config")
                      if k in train_report},
+        # how train-model scored it (repeated k-fold cross-validation for small sets, else its carve), with a 95 % interval
+        "training_score": training_score(train_report),
         "edgetpu": tpu.to_json(),
         "tflite_metadata": has_metadata,
         "convert_seconds": round(convert_s, 1),

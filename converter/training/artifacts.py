@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from converter.data.datasets import Dataset
+from converter.data.datasets import Dataset, Rows
 
 
-def save_run(out: Path, model: Any, train: Dataset, val: Dataset, history: dict[str, list[float]], *, title: str) -> dict[str, Any]:
+def save_run(out: Path, model: Any, train: Dataset | Rows, val: Dataset | Rows, history: dict[str, list[float]], *, title: str) -> dict[str, Any]:
     """Write model.keras, labels.txt, history.json and learning_curves.png; the report fields every recipe shares."""
     model.save(out / "model.keras")
     (out / "labels.txt").write_text("\n".join(train.classes) + "\n")

@@ -15,6 +15,7 @@ from keras import layers
 from converter.evaluation.cross_validation import group_folds
 
 LOGREG_CS = tuple(float(c) for c in np.logspace(-4, 1, 11))
+SELECT = ("accuracy", "nll")  # what the grouped k-fold chooses C by
 
 
 @dataclass
@@ -31,9 +32,14 @@ class LinearFit:
 
 
 def fit_logreg(f: np.ndarray, y: np.ndarray, groups: np.ndarray, n_cls: int, *, seed: int = 0, C: float | None = None,
-               Cs: tuple[float, ...] = LOGREG_CS, score_views: np.ndarray | None = None) -> LinearFit:
+               Cs: tuple[float, ...] = LOGREG_CS, score_views: np.ndarray | None = None, select: str = "accuracy") -> LinearFit:
     """Strongly regularised, class-balanced logistic regression on standardised features; C by grouped k-fold
-    cross-validation (scored on ``score_views``, the plain views, when given) unless ``C`` is given."""
+    cross-validation (scored on ``score_views``, the plain views, when given) unless ``C`` is given.
+
+    ``select``: ``accuracy`` (the held-out photos' accuracy, the likelihood breaking ties) or ``nll`` (the held-out
+    likelihood alone: smoother than accuracy on a few dozen photos)."""
+    if select not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(SELECT)}, not {select!r}")
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
     mu, sd = f.mean(0), f.std(0)
@@ -64,10 +70,10 @@ def fit_logreg(f: np.ndarray, y: np.ndarray, groups: np.ndarray, n_cls: int, *, 
                     right += int(np.sum(m.classes_[p.argmax(1)] == y[b]))
                     nll += float(np.sum(np.log(p[np.arange(len(b)), col] + 1e-12)))
                     total += len(b)
-                key = (right / total, nll / total)  # accuracy first, then the likelihood breaks ties
+                key = (right / total, nll / total) if select == "accuracy" else (nll / total, right / total)
                 if key > best:
                     best, C = key, c
-            cv_acc = best[0]
+            cv_acc = best[0] if select == "accuracy" else best[1]
     assert C is not None  # given, or chosen above
     m = fit(z, y, float(C))
     coef = np.zeros((n_cls, f.shape[1]), np.float64)

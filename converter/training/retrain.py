@@ -9,8 +9,8 @@ deploys it (copy the bundle over the live model folder, then ``systemctl reload 
 ``POST /api/reload``: a bundle that fails to load is refused and the old one keeps running).
 
 Runs on the workstation, or on the device where the ``[workstation,pretrained]`` extras install (a Pi 5 runs
-TensorFlow). The photos are read memory-mapped from the dataset cache; after training, the conversion, the evaluation
-and the comparison read the held-out images in bounded batches (``Rows``).
+TensorFlow). The photos are read from the dataset cache in bounded batches (``Rows``), never all decoded in memory at
+once: the training features view by view, the validation predictions, the conversion, the evaluation and the comparison.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def retrain(root: Path, *, current: Path | None, arch: str = "efficientnet-lite0
     run = root / ".retrain-run"
     tcfg = TransferConfig(backbone=arch, seed=seed, epochs=epochs or TransferConfig.epochs)
     hook = doctor.hook(val_fraction=val_fraction, seed=seed, limit_per_class=None, train_y=train.y, val_y=val.y)
-    report = train_pretrained(tcfg, train.load(), val.load(), run, features_hook=hook)  # training takes the photos in memory
+    report = train_pretrained(tcfg, train, val, run, features_hook=hook)  # features from bounded batches of photos
     out = root / CANDIDATE
     if out.exists():
         shutil.rmtree(out)

@@ -37,7 +37,7 @@ def runs(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_transfer_beats_the_cnn_from_scratch_on_a_small_set(runs: dict[str, Path]) -> None:
     pre = json.loads((runs["pretrained"] / "train_report.json").read_text())
     scratch = json.loads((runs["scratch"] / "train_report.json").read_text())
-    assert pre["arch"] == "efficientnet-lite0" and pre["transfer"]["pretrained"] and pre["train_images"] == 60
+    assert pre["arch"] == "efficientnet-lite2" and pre["transfer"]["pretrained"] and pre["train_images"] == 60  # --arch auto: few photos
     assert pre["transfer"]["weights"].startswith("ImageNet")
     assert pre["val_images"] == scratch["val_images"] == 200  # the same carve of real photos
     assert pre["val_accuracy"] >= 0.78, pre["val_accuracy"]  # from 60 photos (measured 0.835-0.86)
@@ -121,7 +121,7 @@ FEW_PHOTOS_FLOOR = 0.85
 
 
 def test_few_photos_are_scored_by_repeated_kfold_with_a_confidence_interval(few_photos: tuple[dict, dict, float]) -> None:
-    report, _, test_int8 = few_photos
+    report, manifest, test_int8 = few_photos
     cv = report["cross_validation"]
     assert report["scored_by"] == "cross-validation" and report["transfer"]["cross_validation"] == cv
     assert cv["photos"] == 40 and cv["folds"] == 5 and cv["repeats"] == 3 and len(cv["repeat_accuracy"]) == 3
@@ -129,3 +129,11 @@ def test_few_photos_are_scored_by_repeated_kfold_with_a_confidence_interval(few_
     assert 0 <= lo <= cv["accuracy"] <= hi <= 1 and 0.05 < hi - lo < 0.4, cv  # 40 photos: a wide interval, honestly
     assert "cross-validation" in cv["method"] and cv["ci"].startswith("Wilson")
     assert abs(cv["accuracy"] - test_int8) <= 0.15, (cv, test_int8)  # the estimate tracks the held-out score
+    # nested: each of the 15 outer training folds chose its own C; the bundle's manifest says how the model was scored
+    assert cv["nested"] is True and len(cv["fold_C"]) == 15 and set(cv["fold_C"]) <= set(cv["C_grid"]), cv
+    score = manifest["training_score"]
+    assert score["scored_by"] == "cross-validation", score
+    assert {k: score[k] for k in ("accuracy", "ci95", "method", "folds", "repeats", "photos")} == {
+        k: cv[k] for k in ("accuracy", "ci95", "method", "folds", "repeats", "photos")}
+    lo, hi = manifest["accuracy"]["int8_ci95"]
+    assert lo <= manifest["accuracy"]["int8"] <= hi and manifest["accuracy"]["ci"].startswith("Wilson")
