@@ -49,14 +49,15 @@ class DeskError(Exception):
 
 
 def manifest_summary(folder: Path) -> dict[str, Any] | None:
-    """What the page shows of a bundle: its classes, accuracy and origin, from ``manifest.json`` (None if unreadable)."""
+    """What the page shows of a bundle: its classes, accuracy (``training_score``: how train-model scored it, with its 95 %
+    interval) and origin, from ``manifest.json`` (None if unreadable)."""
     try:
         manifest = json.loads((folder / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(manifest, dict):
         return None
-    keys = ("classes", "accuracy", "dataset", "arch", "created", "sha256", "size_bytes", "macs", "input")
+    keys = ("classes", "accuracy", "training_score", "dataset", "arch", "created", "sha256", "size_bytes", "macs", "input")
     summary = {k: manifest[k] for k in keys if k in manifest}
     summary["folder"] = str(folder)
     return summary

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST_FORMAT = "edge-recognition/1"
 COLOR_ORDERS = ("RGB", "BGR", "GRAY")  # what ``preprocess`` feeds: 3-channel RGB or BGR, or 1-channel grey
-DEFAULT_MODEL_NAME = "cifar10"
+DEFAULT_MODEL_NAME = "imagenet"  # EfficientNet-Lite0, the 1,000 ImageNet-1k classes (what the TF-Lite/MediaPipe Pi examples ship)
 
 
 class Classification(NamedTuple):
@@ -94,7 +94,7 @@ class Manifest:
 
 
 def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
-    """The shipped model: package data when installed, ``models/`` in a source checkout."""
+    """A shipped bundle's folder (``imagenet``, the default, when no name is given): package data when installed, ``models/`` in a source checkout."""
     try:
         pkg = resources.files("edge_app_models") / name
         if pkg.is_dir():

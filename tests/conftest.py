@@ -53,9 +53,11 @@ def fashion_mnist_test() -> Dataset:
 
 @pytest.fixture(scope="session")
 def default_model() -> Path:
+    """The shipped CIFAR-10 bundle (``models/cifar10``): the small 32 px model the pipeline tests run (edge-app's
+    default is the ImageNet bundle since issue 34; tests/edge_app/test_imagenet_bundle.py checks it)."""
     from edge_app.model import default_model_dir
 
-    path = default_model_dir()
+    path = default_model_dir("cifar10")
     assert (path / "model.tflite").exists(), f"shipped model missing in {path}"
     return path
 

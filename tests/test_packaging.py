@@ -74,8 +74,8 @@ def classify_clip(bin_dir: Path, clip: Path, log: Path) -> None:
     result = run_installed(bin_dir, "--source", str(clip), "--headless", "--log", str(log))
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(records) == 12 and all(r["model"].startswith("cifar10@") and r["top"] for r in records)
-    assert "site-packages/edge_app_models/cifar10/model.tflite" in result.stderr  # the bundle shipped inside the package
+    assert len(records) == 12 and all(r["model"].startswith("imagenet@") and r["top"] for r in records)  # the default bundle
+    assert "site-packages/edge_app_models/imagenet/model.tflite" in result.stderr  # the bundle shipped inside the package
 
 
 def test_the_wheel_holds_exactly_the_source_tree(dists: dict[str, Path]) -> None:

@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for the default model's name
+from edge_app.model import DEFAULT_MODEL_NAME
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +97,7 @@ def latency(lat: dict[str, float], where: str) -> str:
 def bundle_cells(name: str, classes: str) -> Row:
     m = manifest(name)
     shape = m["input"]
-    return [f"`models/{name}`" + (" (default)" if name == "cifar10" else ""), classes, f"{shape['height']}x{shape['width']} {shape['color_order']}"]
+    return [f"`models/{name}`" + (" (default)" if name == DEFAULT_MODEL_NAME else ""), classes, f"{shape['height']}x{shape['width']} {shape['color_order']}"]
 
 
 def models_table() -> str:
@@ -221,21 +224,77 @@ def transfer_cats_vs_dogs() -> str:
                  "lrrrrrrr", rows)
 
 
+FEW_PHOTOS_RUNS = (  # (label, folder under reports/few-photos/): the whole pipeline, benchmarks/few_photos.py
+    ("**dogs-vs-cats, 20 a class (default)**", "cvd-20"),
+    ("dogs-vs-cats, 20 a class, `--arch efficientnet-lite0`", "cvd-20-lite0"),
+    ("**5 CIFAR-10 classes, 20 a class (default)**", "cifar5-20"),
+    ("5 CIFAR-10 classes, 20 a class, `--arch efficientnet-lite0`", "cifar5-20-lite0"),
+    ("**5 CIFAR-10 classes, 600 a class (default)**", "cifar5-600"),
+    ("before: 5 CIFAR-10 classes, 20 a class, Lite0, `--head dense`", "cifar5-20-baseline"),
+    ("before: 5 CIFAR-10 classes, 20 a class, Lite0, logistic head", "cifar5-20-default"),
+)
+STUDY_TASKS = (("cvd-20", "dogs-vs-cats, 20 a class"), ("cifar5-20", "5 CIFAR-10 classes, 20 a class"))
+BACKBONE_NAMES = {"efficientnet-lite0": "Lite0", "efficientnet-lite1": "Lite1", "efficientnet-lite2": "Lite2"}
+HEAD_NAMES = {"logreg": "logistic", "logreg-l2": "logistic, L2-normalised features", "logreg-avg": "logistic, views averaged a photo",
+              "logreg-nll": "logistic, C by held-out likelihood",
+              "dense": "dense (dropout + softmax)"}
+VIEW_NAMES = {1: "plain", 2: "plain + mirror", 6: "plain + mirror + 4 crops"}
+
+
+def plus_minus(mean: float, half: float, n: int) -> str:
+    return pct(mean) + (f" ± {100 * half:.1f}" if n > 1 else "")
+
+
 def few_photos() -> str:
     rows = []
-    for label, name in (("before: `--head dense`", "cifar5-20-baseline"), ("default: logistic head", "cifar5-20-default")):
+    for label, name in FEW_PHOTOS_RUNS:
         s = load(f"few-photos/{name}/summary.json")
         runs = load(f"few-photos/{name}/runs.json")
-        cv = runs[0]["cv"]
-        check = "passed" if all(r["int8_check_passed"] for r in runs) else "refused (" + ", ".join(
-            f"{round(r['carve_agreement'] * r['carve_images'])} of {r['carve_images']} agree" for r in runs if not r["int8_check_passed"]) + ")"
-        interval = f" ± {pct(s['test_int8_ci95'])}" if s["seeds"] > 1 else ""
-        rows.append([label, pct(s["test_int8_mean"]) + interval, f"{s['train_convert_s_mean']:.0f} s", f"{s['peak_rss_mib_max']:,} MiB",
-                     f"{pct(cv['accuracy'])} ({100 * cv['ci95'][0]:.1f}-{pct(cv['ci95'][1])})", check])
-    s = load("few-photos/cifar5-20-default/summary.json")
-    head = f"5 CIFAR-10 classes, {s['per_class']} a class, {s['seeds']} seed(s)"
-    return table([head, f"int8, {s['test_images']:,} held-back photos", "train + convert", "peak RSS", "k-fold estimate in the report (95 % CI)",
-                  "int8 check on the 10-photo carve"], "lrrrrl", rows) + f"\n{s['machine']}, {s['date']}.\n"
+        arch = s.get("arch") or "efficientnet-lite0"
+        size_px = s.get("image_size") or "224x224"
+        failed = [r for r in runs if r["int8_check_passed"] is False]
+        check = f"{len(runs) - len(failed)} of {len(runs)} passed" + ("" if not failed else " (refused: " + ", ".join(
+            f"{round(r['carve_agreement'] * r['carve_images'])} of {r['carve_images']} agree" for r in failed) + ")")
+        lat = s.get("latency_ms_p50")
+        rows.append([label, f"{BACKBONE_NAMES.get(arch, arch)} @{size_px.split('x')[0]}", str(s["seeds"]),
+                     plus_minus(s["test_int8_mean"], s["test_int8_ci95"], s["seeds"]), f"{s['test_images']:,}",
+                     f"{s['train_convert_s_mean']:.0f} s (max {s['train_convert_s_max']:.0f})", f"{s['peak_rss_mib_max']:,} MiB",
+                     f"{lat:.1f} ms" if lat else "not measured", check])
+    latest = load(f"few-photos/{FEW_PHOTOS_RUNS[0][1]}/summary.json")
+    return table(["task (N photos a class)", "backbone", "seeds", "int8 accuracy, held-out photos (± 95 % CI)", "held-out photos",
+                  "train + convert", "peak RSS", "int8 latency, 1 thread (p50)", "int8 check (carve)"], "llrrrrrrl", rows) + (
+        f"\n{latest['machine']} (shared with other jobs), {latest['date']}; `before` rows: 1 seed, earlier defaults.\n")
+
+
+def few_photos_study() -> str:
+    studies = {name: load(f"few-photos/study/{name}.json") for name, _ in STUDY_TASKS}
+    keys = sorted({(r["backbone"], r["views"], r["head"]) for d in studies.values() for r in d["results"]})
+    rows = []
+    for backbone, views, head in keys:
+        cells = [BACKBONE_NAMES.get(backbone, backbone), VIEW_NAMES.get(views, f"{views} views"), HEAD_NAMES.get(head, head)]
+        for name, _ in STUDY_TASKS:
+            r = next((r for r in studies[name]["results"] if (r["backbone"], r["views"], r["head"]) == (backbone, views, head)), None)
+            if r is None:
+                cells += ["not run", ""]
+                continue
+            cells.append(plus_minus(r["mean"], r["ci95"], len(r["accuracy"])))
+            cells.append(f"{100 * r['vs_default']:+.2f} ± {100 * r['vs_default_ci95']:.2f}" if "vs_default" in r else "")
+        rows.append(cells)
+    header = ["backbone", "views a training photo", "head"]
+    for name, label in STUDY_TASKS:
+        d = studies[name]
+        header += [f"{label}: float accuracy ({d['draws']} draws, {d['test_images']:,} held-out photos, ± 95 % CI)",
+                   "paired difference to Lite0, plain + mirror, logistic (points)"]
+    sp = load("few-photos/study/feature-speed.json")
+    speed_rows = [[BACKBONE_NAMES.get(b, b), f"{v['size']} px", f"{v['images_per_s']:.1f}", f"{100 * 2 / v['images_per_s']:.0f} s",
+                   f"{3000 * 2 / v['images_per_s'] / 60:.1f} min"] for b, v in sorted(sp["feature_speed"].items())]
+    first = studies[STUDY_TASKS[0][0]]
+    return (table(header, "lll" + "rr" * len(STUDY_TASKS), rows)
+            + f"\nFeature extraction on this machine, the backbones timed one after another ({sp['feature_speed'][next(iter(sp['feature_speed']))]['images']} "
+            + f"photos each, `{sp['command']}`, {sp['date']}; the forward pass only, float32), projected to 2 views a photo as the default "
+            + "trains on:\n\n"
+            + table(["backbone", "input", "images/s", "features of 100 photos", "features of 3,000 photos"], "lrrrr", speed_rows)
+            + f"\n{first['machine']}, {first['date']}. Commands: " + "; ".join(f"`{c}`" for d in studies.values() for c in d["commands"]) + ".\n")
 
 
 # ---------------------------------------------------------------- the paper's comparison (compare-models)
@@ -316,6 +375,7 @@ TABLES: dict[str, tuple[str, Callable[[], str]]] = {
     "widths.md": ("reports/widths/", widths_table),
     "transfer-cats-vs-dogs.md": ("reports/cats-vs-dogs-transfer/", transfer_cats_vs_dogs),
     "few-photos.md": ("reports/few-photos/", few_photos),
+    "few-photos-study.md": ("reports/few-photos/study/", few_photos_study),
     "compare-cifar10.md": ("reports/cifar10/results.json", lambda: comparison("cifar10")),
     "compare-cats-vs-dogs.md": ("reports/cats-vs-dogs/results.json", lambda: comparison("cats-vs-dogs")),
     "evaluation-cifar10.md": ("reports/cifar10-edge-model/evaluation.json", lambda: evaluation("cifar10-edge-model")),

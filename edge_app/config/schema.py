@@ -90,7 +90,7 @@ class Section(BaseModel):
 class ModelSection(Section):
     """``[model]``: which model, how it is updated, and where it runs."""
 
-    path: OptPath = setting(None, "model folder, .tflite file, or a shipped bundle: cifar10 (default), cats-vs-dogs, imagenet", "model")
+    path: OptPath = setting(None, "model folder, .tflite file, or a shipped bundle: imagenet (default), cats-vs-dogs, cifar10", "model")
     labels: OptPath = setting(None, "labels file, one class per line (default: labels.txt beside the model)", "labels")
     url: Annotated[Text | None, AfterValidator(_checked(check_bundle_url))] = setting(
         None,
@@ -102,7 +102,7 @@ class ModelSection(Section):
     seed: Text | None = setting(
         None,
         "when model names a folder that does not exist yet (its parent does), make it a copy of this shipped bundle "
-        "(cifar10, cats-vs-dogs, imagenet) at start: the device's own model folder, where the models page deploys",
+        "(imagenet, cats-vs-dogs, cifar10) at start: the device's own model folder, where the models page deploys",
         "model_seed",
     )
     threads: int | None = setting(

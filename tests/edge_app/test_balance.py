@@ -65,7 +65,7 @@ def test_the_app_gives_the_same_answers_while_preparing_moves_between_threads(tm
 
     def run(balancer: StageBalancer | None, prepare: str = "capture") -> tuple[list[dict], App]:
         log = tmp_path / f"{'moving' if balancer else prepare}.jsonl"
-        settings = {"headless": True, "stats_interval": 0.0, "source": str(video), "log": str(log), "prepare": prepare}
+        settings = {"headless": True, "stats_interval": 0.0, "source": str(video), "log": str(log), "prepare": prepare, "model": "cifar10"}
         app = App(load_config(None, settings), handle_signals=False)
         if balancer is not None:
             app.balancer = balancer

@@ -19,7 +19,7 @@ def test_a_video_file_collects_on_its_own_time_not_the_reading_speed(tmp_path, c
     On the wall clock (before) it kept 1 or 2 frames of the 1,200."""
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=30)
     collect = tmp_path / "collect"
-    ran = edge_app("--source", str(video), "--headless", "--collect", str(collect), "--collect-interval", "5", "--collect-min-gap", "5",
+    ran = edge_app("--model", "cifar10", "--source", str(video), "--headless", "--collect", str(collect), "--collect-interval", "5", "--collect-min-gap", "5",
                    "--collect-below", "0", timeout=150)
     assert ran.returncode == 0, ran.stderr
     frames = sorted(json.loads(p.read_text())["frame"] for p in (collect / "inbox").glob("*.json"))

@@ -129,8 +129,9 @@ def test_what_cannot_be_done_says_why(tmp_path) -> None:
 
 @pytest.mark.timeout(400)
 def test_retrain_runs_in_the_background_and_its_candidate_deploys(tmp_path, shared_datasets) -> None:
-    """A real retrain-model run (16 labelled photos, 96 px) started from the desk: progress lines while it runs, then a
-    candidate with its report on the page, which deploys into the device's model folder."""
+    """A real retrain-model run (16 labelled photos, 96 px) started from the desk while the device runs the default
+    ImageNet bundle: progress lines while it runs, then a candidate with its report on the page (compared with the
+    1,000-label running model), which deploys into the device's model folder."""
     import cv2
 
     from converter.data.datasets import stratified_sample, train_val
@@ -142,7 +143,7 @@ def test_retrain_runs_in_the_background_and_its_candidate_deploys(tmp_path, shar
         (collect / "train" / train.classes[y]).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(collect / "train" / train.classes[y] / f"{i:03d}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     model_dir = tmp_path / "model"
-    shutil.copytree(CATS, model_dir)
+    shutil.copytree(default_model_dir(), model_dir)  # the device's own folder seeded from the default bundle
     reloads: list[float] = []
     desk = ModelDesk(model_dir, collect, reload=lambda t: reloads.append(t) or {"ok": True, "model": "new"}, running=lambda: "old",
                      retrain_args=("--image-size", "96", "--epochs", "10"))
@@ -158,6 +159,12 @@ def test_retrain_runs_in_the_background_and_its_candidate_deploys(tmp_path, shar
     assert set(page["candidate"]["report"]["recall"]) == {"cat", "dog"} and page["deploy"]["possible"], page["deploy"]
     confusion = page["candidate"]["report"]["confusion"]  # rows: true class, columns: predicted
     assert len(confusion) == 2 and sum(map(sum, confusion)) == 4
+    score = page["candidate"]["training_score"]  # 6 photos a class: scored by cross-validation, with its interval
+    assert score["scored_by"] == "cross-validation" and score["ci95"][0] <= score["accuracy"] <= score["ci95"][1], score
+    current = page["candidate"]["report"]["current"]  # --current: the running ImageNet bundle, on the same 4 photos
+    assert current["model"] == str(model_dir) and len(current["labels"]) == 1000 and current["labels"][281] == "tabby"
+    assert current["images"] == 4 and current["new_classes"] == ["cat", "dog"] and current["disagreement"] == 1.0  # no class in common
+    assert page["running"]["manifest"]["classes"][0] == "tench" and len(page["running"]["manifest"]["classes"]) == 1000
     assert desk.deploy()["ok"] and reloads and bundles.complete(model_dir) is None
     assert (model_dir / "manifest.json").read_bytes() == (collect / CANDIDATE / "manifest.json").read_bytes()
 

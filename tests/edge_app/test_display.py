@@ -132,7 +132,7 @@ def test_a_window_with_reduced_decoding_decodes_in_full_only_what_it_repaints(tm
         "from edge_app.app import App\n"
         "from edge_app.config import load_config\n"
         "logging.basicConfig(level=logging.INFO)\n"
-        f"app = App(load_config(None, {{'source': [{str(video)!r}], 'decode': 'reduced', 'stats_interval': 0.0}}), handle_signals=False)\n"
+        f"app = App(load_config(None, {{'source': [{str(video)!r}], 'decode': 'reduced', 'stats_interval': 0.0, 'model': 'cifar10'}}), handle_signals=False)\n"
         "t = time.monotonic()\n"
         "assert app.run() == 0\n"
         "took = time.monotonic() - t\n"

@@ -303,7 +303,7 @@ def test_a_bare_http_port_binds_loopback_only(tmp_path, clip) -> None:
 @pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX only")
 def test_sighup_without_a_model_change_keeps_running(tmp_path, clip) -> None:
     log = tmp_path / "r.jsonl"
-    proc = start("--source", str(clip), "--loop", "--realtime", "--headless", "--log", str(log))
+    proc = start("--model", "cifar10", "--source", str(clip), "--loop", "--realtime", "--headless", "--log", str(log))
     try:
         assert wait_until(lambda: lines_of(log) > 5, 20)
         proc.send_signal(signal.SIGHUP)

@@ -1,4 +1,5 @@
-"""The shipped ImageNet bundle (``models/imagenet``) on real photos, and ``--model NAME`` for the shipped bundles."""
+"""The shipped ImageNet bundle (``models/imagenet``, edge-app's default model) on real photos, and ``--model NAME`` for
+the shipped bundles."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_app.errors import ModelError
-from edge_app.model import Classifier, Manifest, default_model_dir, load_labels, resolve_model, shipped_models
+from edge_app.model import DEFAULT_MODEL_NAME, Classifier, Manifest, default_model_dir, load_labels, resolve_model, shipped_models
 from tests.edge_app.helpers import edge_app, one_error_line, read_jsonl
 
 CATS, DOGS = range(281, 286), range(151, 269)  # ImageNet-1k's cat and dog classes
@@ -118,3 +119,34 @@ def test_edge_app_runs_a_shipped_bundle_by_name(tmp_path: Path, pet_photos) -> N
     assert unknown.returncode == 4
     line = one_error_line(unknown)
     assert "imagenett" in line and "cats-vs-dogs, cifar10, imagenet" in line
+
+
+def test_the_default_model_is_the_imagenet_bundle(imagenet: Path) -> None:
+    assert DEFAULT_MODEL_NAME == "imagenet" and default_model_dir() == imagenet
+    files = resolve_model(None)  # no --model, no model key in the config
+    assert files == resolve_model(Path("imagenet")) and files.model == imagenet / "model.tflite" and files.labels == imagenet / "labels.txt"
+    assert "cifar10" in shipped_models()  # the paper's future work stays shipped: --model cifar10
+
+
+def test_edge_app_without_model_names_imagenet_classes_for_real_photos(tmp_path: Path, pet_photos, imagenet: Path) -> None:
+    """``edge-app`` with no ``--model``, as a user first runs it, on the 16 real cat and dog photos: ImageNet's labels."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (name, frame) in enumerate(pet_photos):
+        cv2.imwrite(str(photos / f"{i:02d}-{name}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    log = tmp_path / "out.jsonl"
+    result = edge_app("--source", str(photos), "--headless", "--log", str(log), "--top-k", "3", timeout=60)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(log)
+    assert len(records) == len(pet_photos) and all(r["model"].startswith("imagenet@") for r in records)
+    labels = load_labels(imagenet / "labels.txt")
+    cats, dogs = {labels[i] for i in CATS}, {labels[i] for i in DOGS}
+    hits = 0
+    for r in records:
+        top = r["top"][0]
+        assert top["label"] == labels[top["id"]] and len(r["top"]) <= 3
+        hits += top["label"] in (cats if Path(r["file"]).stem.endswith("cat") else dogs)  # "tabby", "golden retriever", ...
+    assert hits >= 12, f"{hits} of {len(records)} photos named as an ImageNet cat or dog: {[r['top'][0]['label'] for r in records]}"
+    check = edge_app("--check-config", "--source", str(photos))
+    assert check.returncode == 0, check.stderr
+    assert f"model = {imagenet / 'model.tflite'} (224x224x3 input, 1000 classes, " in check.stdout

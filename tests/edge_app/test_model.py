@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from converter.data.datasets import Dataset
@@ -14,7 +16,7 @@ def _reference(scores: np.ndarray, labels: list[str], k: int, threshold: float) 
 
 
 def test_top_k_matches_a_plain_sort_on_real_scores(cifar10_val: Dataset) -> None:
-    clf = Classifier(resolve_model(None), 1)
+    clf = Classifier(resolve_model(Path("cifar10")), 1)  # 32 px in, 10 scores out: both top_k paths
     scores = [clf.invoke(img) for img in cifar10_val.x[:60]]
     for s in scores[:30]:  # 10 classes: the full-sort path
         for k, threshold in ((1, 0.0), (3, 0.0), (10, 0.0), (50, 0.0), (3, 0.2)):

@@ -118,7 +118,8 @@ def test_a_good_config_is_checked_without_creating_or_serving_anything(tmp_path,
                       "--zone", "door:0.5,0,0.5,1", "--check-config", timeout=120)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "config OK" in out and "(640x480 frames)" in out and "32x32x3 input, 10 classes" in out and "(jsonl, writable)" in out
+    assert "config OK" in out and "(640x480 frames)" in out and "(jsonl, writable)" in out
+    assert "imagenet/model.tflite (224x224x3 input, 1000 classes" in out  # the default model
     assert f"http = 127.0.0.1:{port} (free)" in out
     assert not (tmp_path / "new").exists()  # the log folder is only tried, not made
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -71,16 +71,18 @@ def test_zones_decode_at_the_scale_that_still_covers_each_zone(tmp_path, cifar10
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:20], repeat=2)
     halves = ("--zone", "left:0,0,0.5,1", "--zone", "right:0.5,0,0.5,1")
     collect = tmp_path / "collect"
-    zoned = edge_app("--source", str(video), "--headless", "--decode", "reduced", *halves,
+    zoned = edge_app("--model", "cifar10", "--source", str(video), "--headless", "--decode", "reduced", *halves,
                      "--collect", str(collect), "--collect-interval", "3600", "--collect-min-gap", "0")
-    # 320x480 halves: 320x320 crops, 160x160 at 1/2 (the default model's measured cover of 3.75: 120 px at least)
+    # 320x480 halves: 320x320 crops, 160x160 at 1/2 (the CIFAR-10 model's measured cover of 3.75: 120 px at least)
     assert zoned.returncode == 0 and "at 1/2 scale" in zoned.stderr, zoned.stderr
     crops = sorted((collect / "inbox").glob("*.jpg"))
     assert {p.stem.rsplit("-", 1)[-1] for p in crops} == {"left", "right"}
     assert all(cv2.imread(str(p)).shape == (480, 320, 3) for p in crops)
-    small = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "corner:0,0,0.1,0.1", "--max-frames", "2")
+    small = edge_app("--model", "cifar10", "--source", str(video), "--headless", "--decode", "reduced", "--zone", "corner:0,0,0.1,0.1",
+                     "--max-frames", "2")
     assert small.returncode == 0 and "at 1/" not in small.stderr, small.stderr  # 64x48 px: a 48x48 crop, 24 at 1/2 < 32
-    pixels = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--zone", "left:0,0,320,480", "--max-frames", "2")
+    pixels = edge_app("--model", "cifar10", "--source", str(video), "--headless", "--decode", "reduced", "--zone", "left:0,0,320,480",
+                      "--max-frames", "2")
     assert pixels.returncode == 0 and "at 1/" not in pixels.stderr, pixels.stderr
     assert "decode = reduced is ignored: --zone in pixels needs the full frames" in pixels.stderr
 
@@ -90,7 +92,7 @@ def test_snapshots_and_collected_frames_are_full_size_decodes_of_the_frames_kept
     import cv2
 
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=3)
-    ran = edge_app("--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"),
+    ran = edge_app("--model", "cifar10", "--source", str(video), "--headless", "--decode", "reduced", "--snapshots", str(tmp_path / "shots"),
                    "--collect", str(tmp_path / "collect"), "--collect-interval", "3600", "--collect-min-gap", "0", timeout=120)
     assert ran.returncode == 0 and "at 1/4 scale" in ran.stderr and "ignored" not in ran.stderr, ran.stderr
     shots = sorted((tmp_path / "shots").glob("*.jpg"))
@@ -118,7 +120,7 @@ def test_the_web_view_decodes_only_the_frames_it_streams(tmp_path, cifar10_val, 
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:30], repeat=4)
     caplog.set_level(logging.INFO)
     app = App(load_config(None, {"source": [str(video)], "headless": True, "stats_interval": 0.0, "loop": True, "realtime": True,
-                                 "decode": "reduced", "http": "127.0.0.1:0"}), handle_signals=False)
+                                 "decode": "reduced", "http": "127.0.0.1:0", "model": "cifar10"}), handle_signals=False)
     box: list = []
     thread = threading.Thread(target=lambda: box.append(app.run()), daemon=True)
     thread.start()

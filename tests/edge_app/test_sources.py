@@ -492,7 +492,7 @@ def test_picamera2_feeds_the_model_from_the_isp_scaled_lores_stream_when_decodin
     for decode in ("full", "reduced"):
         keep = Keep()
         fake_picamera2.instances = []
-        config = AppConfig.from_flags(picamera=True, headless=True, decode=decode, max_frames=8, stats_interval=0.0, threads=1)
+        config = AppConfig.from_flags(picamera=True, headless=True, decode=decode, max_frames=8, stats_interval=0.0, threads=1, model=default_model)
         App(config, extra_sinks=[keep], handle_signals=False).run()
         assert ("lores" in fake_picamera2.instances[0].config) == (decode == "reduced")
         labels[decode] = dict(keep.seen)  # frame index -> top-1 (the fake shows image index % 4)

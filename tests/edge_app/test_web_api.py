@@ -175,7 +175,8 @@ def test_collect_and_http_serve_the_review_page_in_the_same_process(tmp_path: Pa
         assert call(port, "GET", "/api/review/inbox")[0] == 401
         code, data, _ = call(port, "GET", "/api/review/inbox", auth)
         inbox = json.loads(data)
-        assert code == 200 and len(inbox["items"]) >= 3 and "cat" in inbox["classes"]  # the running model's labels are offered
+        # the running model's labels are offered: the default ImageNet bundle's 1,000 ("tabby", not CIFAR-10's "cat")
+        assert code == 200 and len(inbox["items"]) >= 3 and "tabby" in inbox["classes"] and len(inbox["classes"]) == 1000
         names = [item["image"] for item in inbox["items"][:2]]
         assert all((root / "inbox" / n).is_file() for n in names)
         code, data, ctype = call(port, "GET", f"/api/review/inbox/{names[0]}", auth)
@@ -221,3 +222,28 @@ def test_browser_shows_the_review_page_at_review_on_the_live_views_port(tmp_path
         dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False).stdout
     assert dom.count('class="card') == 2 and "2 image(s) to review, 0 selected" in dom, dom[-2000:]
     assert f'src="api/review/inbox/a.jpg?token={TOKEN}"' in dom and '<option value="dog">' in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run installs it)")
+def test_browser_shows_how_the_running_bundle_was_scored_on_the_models_page(tmp_path: Path, repo_root: Path) -> None:
+    """The shipped dogs-vs-cats bundle with the training score convert-model writes from its run's train_report.json (a
+    200-photo carve): the models page shows the score, its 95 % interval and how it was obtained, over /api/models."""
+    from converter.evaluation.cross_validation import training_score
+    from edge_app.model import default_model_dir
+
+    bundle = tmp_path / "model"
+    shutil.copytree(default_model_dir("cats-vs-dogs"), bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    score = training_score(json.loads((repo_root / "reports" / "cats-vs-dogs-model" / "train_report.json").read_text()))
+    assert score is not None and score["scored_by"] == "validation carve" and score["images"] == 200
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "training_score": score}))
+    desk = ModelDesk(bundle, tmp_path / "collect", reload=lambda timeout: {"ok": True}, running=lambda: "cats-vs-dogs@1")
+    with WebServer(port=0, token=TOKEN, models=desk) as web:
+        overview = json.loads(call(web.port, "GET", "/api/models", {"Authorization": f"Bearer {TOKEN}"})[1])
+        assert overview["running"]["manifest"]["training_score"] == score
+        assert CHROMIUM is not None
+        cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000", "--dump-dom", f"{web.url}models?token={TOKEN}"]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False).stdout
+    lo, hi = (f"{v * 100:.1f} %" for v in score["ci95"])
+    assert f"<dt>training score</dt><dd>98.5 % (95 % CI {lo} to {hi}) by validation carve on 200 images</dd>" in dom, dom[-3000:]
+    assert f"<dt>scored by</dt><dd>{score['method']}</dd>" in dom

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from edge_app.deploy import CANDIDATE, REPORT
-from edge_app.model import default_model_dir
+from edge_app.model import default_model_dir, load_labels
 from tests.edge_app.helpers import env, read_jsonl, wait_until
 
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -51,7 +51,7 @@ def test_live_review_deploy_and_rollback_in_the_browser_on_one_port(tmp_path: Pa
     port = _free_port()
     collect, log, model = tmp_path / "collect", tmp_path / "results.jsonl", tmp_path / "model"
     cmd = [sys.executable, "-m", "edge_app", "--source", str(scene), "--loop", "--realtime", "--headless",
-           "--model", str(model), "--model-seed", "cifar10", "--log", str(log), "--collect", str(collect),
+           "--model", str(model), "--model-seed", "imagenet", "--log", str(log), "--collect", str(collect),
            "--collect-interval", "0.5", "--collect-min-gap", "0.2", "--collect-below", "0",
            "--http", f"127.0.0.1:{port}", "--http-token", TOKEN, "--stats-interval", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
@@ -67,7 +67,7 @@ def test_live_review_deploy_and_rollback_in_the_browser_on_one_port(tmp_path: Pa
         assert wait_until(lambda: (log.exists() and len(read_jsonl(log)) > 5) or proc.poll() is not None, 60), "no frames"
         assert proc.poll() is None
         first = read_jsonl(log)[-1]["model"]
-        assert first.startswith("model@")  # the device's own folder, seeded from the shipped cifar10 bundle
+        assert first.startswith("model@")  # the device's own folder, seeded from the shipped (default) ImageNet bundle
         base = f"http://127.0.0.1:{port}"
         driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
         wait = WebDriverWait(driver, 30)
@@ -94,12 +94,18 @@ def test_live_review_deploy_and_rollback_in_the_browser_on_one_port(tmp_path: Pa
             wait.until(lambda d, chosen=chosen: not set(d.execute_script(CARDS)) & set(chosen))
         counts = {d.name: len(list(d.iterdir())) for d in (collect / "train").iterdir()}
         assert counts.get("door-open") == 2 and counts.get("door-closed") == 2, counts
+        # the class menu: the training set's own classes first, the running model's 1,000 ImageNet labels after them
+        own = "return [...document.querySelectorAll('#class-select > option')].map(o => o.value)"
+        wait.until(lambda d: d.execute_script(own) == ["door-closed", "door-open"])
+        offered = driver.execute_script("return [...document.querySelectorAll('#class-select optgroup option')].map(o => o.value)")
+        assert len(offered) == 1000 and "tabby" in offered and "door-open" not in offered
 
         # the candidate retrain-model would write for them
         shutil.copytree(default_model_dir("cats-vs-dogs"), collect / CANDIDATE)
         report = {"classes": ["cat", "dog"], "val_images": 4, "val_accuracy": {"float": 1.0, "int8": 1.0},
                   "recall": {"cat": 1.0, "dog": 1.0}, "confusion": [[2, 0], [0, 2]], "train_images": {"cat": 8, "dog": 8},
-                  "current": {"disagreement": 0.5, "images": 4}}
+                  "current": {"disagreement": 1.0, "images": 4, "labels": load_labels(default_model_dir("imagenet") / "labels.txt"),
+                              "new_classes": ["cat", "dog"]}}  # retrain-model --current with the seeded ImageNet bundle running
         (collect / CANDIDATE / REPORT).write_text(json.dumps(report))
 
         # models: deploy it while frames keep flowing, then roll back
@@ -116,6 +122,9 @@ def test_live_review_deploy_and_rollback_in_the_browser_on_one_port(tmp_path: Pa
         driver.find_element(By.ID, "rollback").click()
         wait.until(lambda d: "now running " + first in d.find_element(By.ID, "message").text)
         assert wait_until(lambda: read_jsonl(log)[-1]["model"] == first, 20)
+        # the review page's word on the candidate: no class in common with the running 1,000-class model
+        driver.find_element(By.LINK_TEXT, "Review").click()
+        wait.until(lambda d: "shares no class with the current model (its 1000 classes)" in d.find_element(By.ID, "candidate-text").text)
     finally:
         if driver is not None:
             driver.quit()

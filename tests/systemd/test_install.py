@@ -48,7 +48,7 @@ def test_installs_venv_package_unit_and_config(installed: Path) -> None:
     assert os.access(entry, os.X_OK)
     script = entry.read_text()
     assert script.startswith(f"#!{venv}/bin/python") and "edge_app.cli" in script
-    probe = "import edge_app, edge_app_models, pathlib; print(edge_app.__file__); print(pathlib.Path(edge_app_models.__path__[0], 'cifar10', 'model.tflite'))"
+    probe = "import edge_app, edge_app_models, pathlib; print(edge_app.__file__); print(pathlib.Path(edge_app_models.__path__[0], 'imagenet', 'model.tflite'))"
     result = subprocess.run([str(venv / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60, check=False, cwd="/")
     assert result.returncode == 0, result.stderr
     module, model = result.stdout.split()
@@ -73,7 +73,7 @@ def test_the_installed_edge_app_runs_on_a_real_video_and_checks_the_installed_co
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(records) == 10 and all(r["model"].startswith("cifar10@") for r in records)
+    assert len(records) == 10 and all(r["model"].startswith("imagenet@") for r in records)  # the default bundle
     assert str(venv) in run.stderr  # the model it loaded is the one installed in the venv (edge_app_models)
     config = installed / "etc" / "edge-app" / "config.toml"
     check = subprocess.run(

@@ -59,7 +59,12 @@ function render(data) {
   }));
   const select = document.getElementById("class-select");
   const keep = select.value;
-  select.replaceChildren(...data.classes.map((c) => new Option(c, c)));
+  // the training set's own classes first; the running model's other labels (the default ImageNet bundle has 1,000) after
+  const own = data.classes.filter((c) => Object.hasOwn(data.counts, c)), others = data.classes.filter((c) => !Object.hasOwn(data.counts, c));
+  const group = document.createElement("optgroup");
+  group.label = "the running model's labels";
+  group.append(...others.map((c) => new Option(c, c)));
+  select.replaceChildren(...own.map((c) => new Option(c, c)), ...(others.length ? [group] : []));
   if (data.classes.includes(keep)) select.value = keep;
   const body = document.getElementById("counts-body");
   body.replaceChildren(...Object.entries(data.counts).map(([c, n]) => {
@@ -132,8 +137,11 @@ async function candidate() {
     const r = await api("api/review/candidate");
     const lines = ["validation accuracy (int8): " + (r.val_accuracy.int8 * 100).toFixed(1) + "% on " + r.val_images + " images",
       "recall: " + Object.entries(r.recall).map(([c, v]) => c + " " + (v * 100).toFixed(0) + "%").join(", ")];
-    if (r.current) lines.push("disagrees with the current model on " + (r.current.disagreement * 100).toFixed(1) + "% of them" +
-      (r.current.new_classes.length ? "; new classes: " + r.current.new_classes.join(", ") : ""));
+    const known = r.current && Array.isArray(r.current.labels) ? r.current.labels : null;  // the running model's labels
+    if (known && !r.classes.some((c) => known.includes(c))) lines.push("shares no class with the current model (its " + known.length +
+      " classes): a new set of classes, so how often the two disagree says nothing");
+    else if (r.current) lines.push("disagrees with the current model on " + (r.current.disagreement * 100).toFixed(1) + "% of them" +
+      ((r.current.new_classes || []).length ? "; new classes: " + r.current.new_classes.join(", ") : ""));
     document.getElementById("candidate-text").textContent = lines.join("\n");
     document.getElementById("candidate").hidden = false;
   } catch (e) { /* no candidate yet */ }

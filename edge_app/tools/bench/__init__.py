@@ -136,7 +136,7 @@ def benchmark(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", default=SYNTHETIC, metavar="FILE|synthetic", help="video file to run on (default: a synthetic 640x480 video)")
     parser.add_argument("--frames", type=int, default=300, metavar="N", help="frames to process (default: 300)")
-    parser.add_argument("--model", type=Path, metavar="PATH", help="model folder or .tflite file (default: the shipped model)")
+    parser.add_argument("--model", type=Path, metavar="PATH", help="model folder, .tflite file or shipped bundle name (default: imagenet, edge-app's default)")
     parser.add_argument("--threads", type=int, metavar="N", help="interpreter CPU threads (default: edge-app's: one for a model "
                         "faster than 1 ms a frame on one thread, else the usable cores, at most 4)")
     parser.add_argument("--delegate", choices=DELEGATES, default="cpu", help="cpu, edgetpu or auto (default: cpu)")

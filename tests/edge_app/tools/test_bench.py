@@ -15,6 +15,7 @@ import pytest
 
 from edge_app.config import AppConfig
 from edge_app.errors import ExitCode
+from edge_app.model import default_model_dir
 from edge_app.tools.bench import benchmark
 from edge_app.tools.bench.results import STAGES, format_table, format_viewers
 from edge_app.tools.bench.viewers import compare_viewers
@@ -22,6 +23,7 @@ from edge_app.tools.video import synthetic_video
 from tests.edge_app.helpers import REPO, decoded_frames
 
 pytestmark = pytest.mark.timeout(120)
+CIFAR10 = default_model_dir("cifar10")  # the bench measures the pipeline: the 32 px model keeps these runs short
 
 def edge_app(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -36,7 +38,7 @@ def test_synthetic_video_is_a_real_readable_video(tmp_path) -> None:
 
 def test_bench_on_a_real_video_measures_both_loops_on_the_same_frames(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=2)
-    report = benchmark(str(video), frames=60, invoke_runs=50)
+    report = benchmark(str(video), model=CIFAR10, frames=60, invoke_runs=50)
     assert report.pipeline.frames == report.naive.frames == 60  # --frames caps the 80-frame video
     assert report.labels_agree == 1.0  # same model, same decoded frames, no smoothing: same answers
     assert report.frame_size == (640, 480) and report.input_size == (32, 32, 3) and report.delegate == "cpu"
@@ -56,7 +58,7 @@ def test_bench_on_a_real_video_measures_both_loops_on_the_same_frames(tmp_path, 
 
 
 def test_bench_cli_json_on_the_synthetic_video() -> None:
-    result = edge_app("bench", "--frames", "40", "--invoke-runs", "20", "--json")
+    result = edge_app("bench", "--model", "cifar10", "--frames", "40", "--invoke-runs", "20", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["source"].startswith("synthetic 640x480") and data["frame_size"] == [640, 480]
@@ -68,8 +70,8 @@ def test_bench_cli_json_on_the_synthetic_video() -> None:
 
 def test_bench_headless_draws_nothing_and_draw_draws_in_both_loops(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40])
-    headless = benchmark(str(video), frames=40, invoke_runs=20)
-    drawn = benchmark(str(video), frames=40, invoke_runs=20, draw=True)
+    headless = benchmark(str(video), model=CIFAR10, frames=40, invoke_runs=20)
+    drawn = benchmark(str(video), model=CIFAR10, frames=40, invoke_runs=20, draw=True)
     assert not headless.drawn and drawn.drawn
     for loop in ("pipeline", "naive"):
         # drawing the overlay on a 640x480 frame costs far more than the headless loop's bookkeeping
@@ -81,14 +83,14 @@ def test_bench_headless_draws_nothing_and_draw_draws_in_both_loops(tmp_path, cif
 
 
 def test_bench_cli_repeat_reports_every_run_and_the_medians() -> None:
-    result = edge_app("bench", "--frames", "30", "--invoke-runs", "20", "--repeat", "3", "--json")
+    result = edge_app("bench", "--model", "cifar10", "--frames", "30", "--invoke-runs", "20", "--repeat", "3", "--json")
     assert result.returncode == 0, result.stderr
     rep = json.loads(result.stdout)["repeats"]
     assert rep["runs"] == 3
     for key in ("pipeline_fps", "naive_fps", "speedup", "bare_invoke_ms", "overhead_pct"):
         assert len(rep[key]) == 3 and rep["median"][key] == pytest.approx(statistics.median(rep[key]), abs=1e-3), key
     assert all(f > 0 for f in rep["pipeline_fps"])
-    table = edge_app("bench", "--frames", "30", "--invoke-runs", "20", "--repeat", "2")
+    table = edge_app("bench", "--model", "cifar10", "--frames", "30", "--invoke-runs", "20", "--repeat", "2")
     assert table.returncode == 0 and "2 runs in a row" in table.stdout and "median" in table.stdout
     bad = edge_app("bench", "--repeat", "0")
     assert bad.returncode == ExitCode.CONFIG and bad.stderr.strip().splitlines()[-1] == "edge-app: error: --repeat must be at least 1, got 0"
@@ -106,7 +108,8 @@ def test_bench_bad_source_is_one_line(tmp_path) -> None:
 
 def test_bench_cli_viewers_json_on_a_real_video(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:100], repeat=3)  # runs of most of a second: several JPEGs each
-    result = edge_app("bench", "--source", str(video), "--frames", "300", "--invoke-runs", "20", "--viewers", "2", "--rounds", "1", "--json")
+    result = edge_app("bench", "--model", "cifar10", "--source", str(video), "--frames", "300", "--invoke-runs", "20", "--viewers", "2",
+                      "--rounds", "1", "--json")
     assert result.returncode == 0, result.stderr
     v = json.loads(result.stdout)["viewers"]
     assert (v["viewers"], v["rounds"], v["frames"], v["max_fps"]) == (2, 1, 300, 10.0)
@@ -126,7 +129,7 @@ def test_bench_cli_viewers_json_on_a_real_video(tmp_path, cifar10_val, write_vid
 
 def test_compare_viewers_table_in_process(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:80], repeat=3)
-    config = AppConfig.from_flags(source=str(video), headless=True, max_frames=240, stats_interval=0.0)
+    config = AppConfig.from_flags(source=str(video), headless=True, max_frames=240, stats_interval=0.0, model=CIFAR10)
     v = compare_viewers(config, viewers=1, rounds=2)
     assert [len(v.idle.runs), len(v.watched.runs)] == [2, 2]
     assert all(r.frames == 240 and r.fps > 0 for r in v.idle.runs + v.watched.runs)
@@ -137,7 +140,7 @@ def test_compare_viewers_table_in_process(tmp_path, cifar10_val, write_video) ->
 
 def test_bench_reports_cpu_per_frame_the_decode_ceiling_and_a_paced_run(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:30], repeat=2)
-    report = benchmark(str(video), frames=60, invoke_runs=20, rate=30.0, rate_seconds=2.0, cameras=2)
+    report = benchmark(str(video), model=CIFAR10, frames=60, invoke_runs=20, rate=30.0, rate_seconds=2.0, cameras=2)
     assert report.decode is not None and report.decode.frames == 60
     # decoding alone is the ceiling: no loop that also classifies can be faster (5 % slack for timer noise)
     assert report.decode.fps * 1.05 >= max(report.pipeline.fps, report.naive.fps)
@@ -167,8 +170,8 @@ def test_bench_rejects_a_bad_rate() -> None:
 
 def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:40], repeat=2)
-    full = benchmark(str(video), frames=80, invoke_runs=20)
-    reduced = benchmark(str(video), frames=80, invoke_runs=20, decode="reduced")
+    full = benchmark(str(video), model=CIFAR10, frames=80, invoke_runs=20)
+    reduced = benchmark(str(video), model=CIFAR10, frames=80, invoke_runs=20, decode="reduced")
     assert full.decode is not None and reduced.decode is not None
     # the shipped model's measured cover (3.75) decodes 640x480 MJPEG at 1/4 scale: about half the CPU of a full decode
     # (0.23 against 0.46 ms in CI, 2026-12-04), so a clear margin rather than a precise ratio
@@ -179,7 +182,7 @@ def test_bench_with_reduced_decoding_costs_less_cpu_per_frame(tmp_path, cifar10_
 
 def test_bench_splits_the_pipelines_cpu_between_the_frame_loop_and_the_capture_thread(tmp_path, cifar10_val, write_video) -> None:
     video = write_video(tmp_path / "clip.avi", cifar10_val.x[:100], repeat=6)  # 600 frames: enough clock ticks in the window
-    report = benchmark(str(video), frames=600, invoke_runs=20)
+    report = benchmark(str(video), model=CIFAR10, frames=600, invoke_runs=20)
     split = report.pipeline.thread_cpu_ms
     assert split["frame loop"] > 0 and split["capture"] > 0, split  # both threads did real work in the middle of the run
     # the window leaves out start-up and the end, so it cannot cost more than the whole run's CPU per frame (ticks: 10 ms)
