@@ -38,6 +38,7 @@ from converter.evaluation import decode_check
 from converter.evaluation.cross_validation import CI_NAME, interval, training_score
 from converter.evaluation.evaluate import TFLiteRunner, keras_predict
 from converter.evaluation.report import library_versions
+from converter.export.bias_correction import BiasCorrection, correct_weight_bias
 from converter.export.quantize import quantize_model
 from edge_app.model import MANIFEST_FORMAT, make_interpreter
 
@@ -55,6 +56,7 @@ EDGETPU_OPS = frozenset({
 INT_TYPES = ("int8", "uint8", "int32")
 ALPHA = 0.05  # int8 is refused when significantly worse than float at this level (one-sided)
 MIN_AGREEMENT = 0.97  # ... or when the two agree on fewer of the held-out images than this
+BIAS_CORRECTION = ("auto", "on", "off")  # convert-model --bias-correction
 DECODE_LIMIT = 1000  # decode_check.measure's default limit: the images it checks reduced decoding on
 
 
@@ -349,8 +351,13 @@ def convert_model(
     arch: str | None = None,
     seed: int = 0,
     model: Any = None,
+    bias_correction: str = "auto",
 ) -> ConvertResult:
     """Quantise, check against the float model (:func:`int8_check`), and write the bundle into ``out``.
+
+    ``bias_correction``: ``auto`` corrects the int8 weights' rounding bias (:mod:`converter.export.bias_correction`) for
+    models trained from a pretrained backbone (their ``train_report.json`` has a ``transfer`` part), ``on`` for any model
+    with convolution + batch norm pairs, ``off`` never. The int8 model is checked against the uncorrected float model.
 
     ``model``: ``model_path`` already loaded (``convert-model`` loads it before reading any data). ``train`` and ``val``:
     datasets, or rows of one (``train_val_rows``), whose images are read in bounded batches.
@@ -373,11 +380,25 @@ def convert_model(
     if eval_limit and eval_limit < len(val):
         val = val.subset(stratified_sample(val.y, max(1, eval_limit // len(val.classes)), seed))
 
+    if bias_correction not in BIAS_CORRECTION:
+        raise DataError(f"bias correction {bias_correction!r}: choose one of {', '.join(BIAS_CORRECTION)}")
+    report_path = model_path.parent / "train_report.json"
+    train_report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    correct = bias_correction == "on" or (bias_correction == "auto" and isinstance(train_report.get("transfer"), dict))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="convert-") as tmp:
         staged = Path(tmp) / "model.tflite"
         t0 = time.perf_counter()
-        quantize_model(model_path, calib, staged)
+        to_quantise, corrected = model_path, BiasCorrection(0, 0.0)
+        if correct:
+            copy = load_keras_model(model_path)  # a copy: the check compares with the float model as trained
+            corrected = correct_weight_bias(copy, calib.batches(BATCH))
+            if corrected.layers:
+                to_quantise = Path(tmp) / "corrected.keras"
+                copy.save(to_quantise)
+                log.info("took the int8 weights' rounding bias off %d batch norms (mean |shift| %.4g)", corrected.layers, corrected.mean_shift)
+            del copy
+        quantize_model(to_quantise, calib, staged)
         convert_s = time.perf_counter() - t0
 
         float_pred, int8_pred = streamed_predictions(model, staged, val)
@@ -405,8 +426,6 @@ def convert_model(
     if not tpu.compatible:
         log.warning("not Edge TPU compatible: %s", "; ".join(tpu.problems))
     head = write_bundle(out, train.classes, tpu)
-    report_path = model_path.parent / "train_report.json"
-    train_report = json.loads(report_path.read_text()) if report_path.exists() else {}
     manifest: dict[str, Any] = {
         **head,
         "dataset": train.name,
@@ -429,6 +448,7 @@ def convert_model(
                      if k in train_report},
         # how train-model scored it (repeated k-fold cross-validation for small sets, else its carve), with a 95 % interval
         "training_score": training_score(train_report),
+        "bias_correction": corrected.to_json(),
         "edgetpu": tpu.to_json(),
         "tflite_metadata": has_metadata,
         "convert_seconds": round(convert_s, 1),

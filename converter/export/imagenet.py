@@ -186,7 +186,8 @@ def correct_weight_bias(model: Any, images: np.ndarray, batch: int = 8) -> float
     ``.keras`` file (a freshly built model's nested layers still belong to the graph it was cut from). Returns the
     mean |shift| over the layers' channels."""
     import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
+
+    from converter.export.bias_correction import take_off_rounding_bias  # noqa: PLC0415
 
     body = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     stem = model.get_layer("conv_stem")
@@ -207,19 +208,7 @@ def correct_weight_bias(model: Any, images: np.ndarray, batch: int = 8) -> float
         x = np.asarray(stem_input(np.asarray(images[i:i + batch], np.float32)))
         maps = [x, *(np.asarray(m) for m in conv_inputs(np.asarray(stem(x))))]
         sums = [m.sum(0) for m in maps] if not sums else [s + m.sum(0) for s, m in zip(sums, maps, strict=True)]
-    shifts = []
-    for (conv, bn), total in zip(pairs, sums, strict=True):
-        gamma, beta, mean, var = bn.get_weights()
-        kernel = conv.get_weights()[0]
-        depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-        axis = 2 if depthwise else 3  # the output channels: (k, k, C, 1) depthwise, (k, k, in, out) otherwise
-        folded = kernel * np.expand_dims(gamma / np.sqrt(var + bn.epsilon), tuple(a for a in range(4) if a != axis))
-        step = np.abs(folded).max(axis=tuple(a for a in range(4) if a != axis), keepdims=True) / 127.0
-        error = np.clip(np.round(folded / np.where(step > 0, step, 1.0)), -127, 127) * step - folded
-        op = tf.nn.depthwise_conv2d if depthwise else tf.nn.conv2d
-        shift = np.asarray(op((total / len(images))[None], error, [1, *conv.strides, 1], conv.padding.upper())).mean((0, 1, 2))
-        bn.set_weights([gamma, beta - shift, mean, var])
-        shifts.append(np.abs(shift))
+    shifts = [np.abs(take_off_rounding_bias(conv, bn, total / len(images))) for (conv, bn), total in zip(pairs, sums, strict=True)]
     return float(np.mean(np.concatenate(shifts)))
 
 

@@ -114,6 +114,7 @@ def test_few_photos_get_the_logistic_head_and_convert_to_an_accurate_int8_model(
     assert report["transfer"]["feature_views"] == 2  # plain and mirror: more crops did not help beyond the draws' spread
     assert 1e-4 <= report["transfer"]["head_C"] <= 10
     assert manifest["accuracy"]["agreement"] >= 0.9, manifest["accuracy"]  # int8 against float on 100 held-out photos
+    assert manifest["bias_correction"]["applied"] and manifest["bias_correction"]["layers"] >= 49  # a transfer model: auto corrects every conv + batch norm
     assert test_int8 >= FEW_PHOTOS_FLOOR, test_int8  # 200 held-out test photos
 
 
