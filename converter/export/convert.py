@@ -392,7 +392,7 @@ def convert_model(
         to_quantise, corrected = model_path, BiasCorrection(0, 0.0)
         if correct:
             copy = load_keras_model(model_path)  # a copy: the check compares with the float model as trained
-            corrected = correct_weight_bias(copy, calib.batches(BATCH))
+            corrected = correct_weight_bias(copy, calib.batches(BATCH), batch=2)  # every conv's input map: 2 photos at a time
             if corrected.layers:
                 to_quantise = Path(tmp) / "corrected.keras"
                 copy.save(to_quantise)
