@@ -12,9 +12,7 @@ import importlib.util
 import json
 import logging
 import sys
-import tarfile
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 # first: with -q it closes stderr around TensorFlow's import below (its C++ start-up notices), before any flag is parsed
 from converter.cli.common import add_cache_flag, add_common_flags, run_cli
@@ -23,11 +21,8 @@ from converter.cli.common import add_cache_flag, add_common_flags, run_cli
 import numpy as np
 
 from converter.data.datasets import (
-    IMAGE_SUFFIXES,
     Dataset,
-    _folder_root,
-    _split_member,
-    is_archive,
+    count_photos,
     load_dataset,
     parse_size,
     peek_image_size,
@@ -131,36 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_cache_flag(p)
     add_common_flags(p)
     return p
-
-
-def count_photos(data: str | Path, split: str = "train", limit_per_class: int | None = None) -> dict[str, int]:
-    """Image files a class in ``split`` of a class-per-folder folder or archive, from the file names only (nothing decoded);
-    each count capped at ``limit_per_class``. Empty for the built-in sets."""
-    if str(data).lower().replace("_", "-") in {"cifar10", "cifar-10", "fashion-mnist"}:
-        return {}
-    path = Path(data)
-    counts: dict[str, int] = {}
-    if is_archive(path):
-        try:
-            if path.name.lower().endswith(".zip"):
-                with zipfile.ZipFile(path) as zf:
-                    names = [PurePosixPath(n) for n in zf.namelist() if not n.endswith("/")]
-            else:
-                with tarfile.open(path) as tf:
-                    names = [PurePosixPath(m.name) for m in tf if m.isfile()]
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
-            raise DataError(f"cannot read archive {path}: {exc}; check that the file is complete") from exc
-        for rel in names:
-            member = _split_member(rel, split)
-            if member is not None:
-                counts[member[0]] = counts.get(member[0], 0) + 1
-    elif path.is_dir():
-        root = _folder_root(path, split)
-        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            counts[d.name] = sum(1 for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file())
-    if limit_per_class:
-        counts = {c: min(n, limit_per_class) for c, n in counts.items()}
-    return counts
 
 
 def auto_backbone(counts: dict[str, int]) -> tuple[str, str]:

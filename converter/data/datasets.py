@@ -254,18 +254,19 @@ def _split_member(rel: PurePosixPath, split: str) -> tuple[str, str] | None:
     return None
 
 
-def _iter_archive(path: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
+def _iter_archive(path: Path, read: bool = True) -> Iterator[tuple[PurePosixPath, bytes]]:
+    """Every file of the archive as (path inside it, bytes); ``read=False``: the names only (empty bytes)."""
     try:
         if path.name.lower().endswith(".zip"):
             with zipfile.ZipFile(path) as zf:
                 for info in zf.infolist():
                     if not info.is_dir():
-                        yield PurePosixPath(info.filename), zf.read(info)
+                        yield PurePosixPath(info.filename), zf.read(info) if read else b""
         else:
             with tarfile.open(path) as tf:
                 for member in tf:
                     if member.isfile():
-                        fh = tf.extractfile(member)
+                        fh = tf.extractfile(member) if read else None
                         yield PurePosixPath(member.name), fh.read() if fh else b""
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DataError(f"cannot read archive {path}: {exc}; check that the file is complete") from exc
@@ -597,6 +598,31 @@ def _no_images(path: Path, split: str) -> DataError:
     return DataError(f"no images in {path} for split '{split}': expected {layout}, images ending in {', '.join(IMAGE_SUFFIXES)}")
 
 
+def _class_images(root: Path) -> Iterator[tuple[str, list[Path]]]:
+    """The class folders under ``root`` in name order, each with its image files in name order (hidden ones skipped)."""
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        yield d.name, [f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()]
+
+
+def count_photos(source: str | os.PathLike[str], split: str = "train", limit_per_class: int | None = None) -> dict[str, int]:
+    """Image files a class in ``split`` of a class-per-folder folder or archive, from the file names only (nothing decoded);
+    each count capped at ``limit_per_class``. Empty for the built-in sets."""
+    if str(source).lower().replace("_", "-") in {"cifar10", "cifar-10", "fashion-mnist"}:
+        return {}
+    path = Path(source)
+    counts: dict[str, int] = {}
+    if is_archive(path):
+        for rel, _ in _iter_archive(path, read=False):
+            member = _split_member(rel, split)
+            if member is not None:
+                counts[member[0]] = counts.get(member[0], 0) + 1
+    elif path.is_dir():
+        counts = {name: len(images) for name, images in _class_images(_folder_root(path, split))}
+    if limit_per_class:
+        counts = {c: min(n, limit_per_class) for c, n in counts.items()}
+    return counts
+
+
 def peek_image_size(source: str | os.PathLike[str], split: str = "train", n: int = 8) -> tuple[int, int] | None:
     """The smallest (height, width) among the first ``n`` images of a folder or archive; ``None`` for built-in sets.
 
@@ -615,9 +641,7 @@ def peek_image_size(source: str | os.PathLike[str], split: str = "train", n: int
                 if len(blobs) >= n:
                     break
     elif path.is_dir():
-        root = _folder_root(path, split)
-        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            images = [f for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file()]
+        for _, images in _class_images(_folder_root(path, split)):
             blobs.extend(f.read_bytes() for f in images[: max(1, n // 2)])
     else:
         raise DataError(f"{path} is neither a folder nor a .tar.gz/.tgz/.tar/.zip archive")

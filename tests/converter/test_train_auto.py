@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from converter.cli.train import AUTO_BACKBONE, AUTO_LARGE_BACKBONE, AUTO_LARGE_MAX_PHOTOS, auto_backbone, count_photos, resolve_arch
+from converter.cli.train import AUTO_BACKBONE, AUTO_LARGE_BACKBONE, AUTO_LARGE_MAX_PHOTOS, auto_backbone, resolve_arch
+from converter.data.datasets import count_photos
 from converter.errors import DataError
 from converter.models.backbones import default_size
 from converter.training.transfer import SMALL_SET
