@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-SMALL_CLASS = 50  # images in the smallest class below which an accuracy is flagged as a small set (train-model's CV_BELOW too)
+SMALL_CLASS = 50  # images in the smallest class below which an accuracy is a small set (and train-model cross-validates: CV_BELOW)
 CI_NAME = "Wilson score interval over the photos"
+# the training score of a model trained on every image (train-model --val-fraction 0)
+NOT_SCORED = {"scored_by": "not scored", "accuracy": None, "method": "trained on every image (--val-fraction 0): nothing held out"}
 
 
 def group_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -84,7 +86,7 @@ def training_score(report: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(n, int):
         return None
     if n == 0 or not isinstance(acc, (int, float)) or math.isnan(acc):
-        return {"scored_by": "not scored", "accuracy": None, "method": "trained on every image (--val-fraction 0): nothing held out"}
+        return dict(NOT_SCORED)
     return {"scored_by": report.get("scored_by") or "validation carve", "accuracy": round(float(acc), 4), "ci95": interval(float(acc), n),
             "ci": CI_NAME, "method": f"the float model on the {n} images train-model held out (its validation carve)", "images": n}
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from converter.data.datasets import Dataset, load_dataset, train_val
 from converter.errors import DataError, ModelError
-from converter.evaluation.cross_validation import CI_NAME, SMALL_CLASS, interval, score_text, training_score
+from converter.evaluation.cross_validation import CI_NAME, NOT_SCORED, SMALL_CLASS, interval, score_text, training_score
 from converter.evaluation.failures import FailureAnalysis, analyse
 from edge_app.errors import ModelError as DeviceModelError
 from edge_app.model import Classifier, load_labels, resolve_model
@@ -212,7 +212,7 @@ def recorded_score(model: Path) -> tuple[dict[str, Any] | None, str | None]:
             score = {"scored_by": "validation carve", "accuracy": round(float(doc["training"]["val_accuracy"]), 4),
                      "method": "train-model's validation carve (its size is not recorded in this manifest: no interval)"}
         elif str((doc.get("accuracy") or {}).get("split", "")).startswith("training"):
-            score = {"scored_by": "not scored", "accuracy": None, "method": "trained on every image (--val-fraction 0): nothing held out"}
+            score = dict(NOT_SCORED)
         else:
             score = None
         if score is not None:

@@ -37,6 +37,7 @@ from keras import layers
 from converter.data.augment import augmented_view
 from converter.data.batches import AugmentedBatches
 from converter.data.datasets import BATCH, Dataset, Rows, default_cache_dir, prune_cache, touch_cache_entry
+from converter.evaluation.cross_validation import SMALL_CLASS
 from converter.evaluation.cross_validation import cross_validate as repeated_kfold
 from converter.export.convert import predict_batch
 from converter.models.backbones import Backbone, build_backbone
@@ -69,7 +70,7 @@ class TransferConfig:
 
 HEADS = ("auto", "dense", "logreg")
 SMALL_SET = 100  # photos in the smallest class below which --head auto picks logreg
-CV_BELOW = 50  # photos in the smallest class below which the report scores the head by repeated k-fold cross-validation
+CV_BELOW = SMALL_CLASS  # photos in the smallest class below which the report scores the head by repeated k-fold cross-validation
 MAX_VIEWS = 32
 FeaturesHook = Callable[[np.ndarray, np.ndarray], object]  # (training features, validation features), plain view, a row a photo
 
