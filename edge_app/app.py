@@ -31,7 +31,7 @@ from edge_app.balance import StageBalancer
 from edge_app.config import AppConfig
 from edge_app.delegates import Acceleration, DelegateLoader
 from edge_app.deploy import ModelDesk
-from edge_app.model import Classifier, ModelFiles
+from edge_app.model import Classifier, ModelFiles, Threshold
 from edge_app.mqtt import MqttSink
 from edge_app.notify import Notifier
 from edge_app.ota import BundlePoller
@@ -131,7 +131,16 @@ class App:
     def status(self) -> dict[str, Any]:
         """A snapshot for /status, MQTT and systemd: model, source, fps, inference_ms, frames, dropped, reconnects, uptime_s, ..."""
         display = self.sinks.display
-        return self.board.snapshot(prepared_on=self.balancer.where, paused=bool(display and display.paused), output_errors=errors_by_name(self.outputs()))
+        status = self.board.snapshot(prepared_on=self.balancer.where, paused=bool(display and display.paused), output_errors=errors_by_name(self.outputs()))
+        threshold = self.threshold()
+        status["threshold"] = threshold.value if threshold else None
+        status["threshold_source"] = threshold.source if threshold else None
+        return status
+
+    def threshold(self) -> Threshold | None:
+        """The score threshold in force with the running model and where it came from; None before the model is open."""
+        classifier = self.slot.classifier
+        return self.zones.threshold_for(classifier) if classifier is not None else None
 
     def current_fps(self) -> float:
         return self.board.current_fps()
@@ -190,6 +199,7 @@ class App:
                 return 0
             classifier = self.slot.classifier
             assert classifier is not None
+            log.info("threshold %s", self.zones.threshold_for(classifier).describe())
             loop = self.loop = FrameLoop(self.channels, self.slot, self.zones, self.board, balancer=self.balancer, notifier=self.notifier, stop=self._stop,
                                          request_stop=self.request_stop, ready=self._ready, views=self.sinks.views, max_frames=config.run.max_frames,
                                          duration=config.run.duration, stats_interval=config.run.stats_interval, after_swap=self._swapped)
@@ -222,7 +232,11 @@ class App:
         return 0
 
     def _swapped(self, swap: Swap) -> None:
-        """A new model is in: MQTT announces its labels."""
+        """A new model is in: MQTT announces its labels; a threshold that follows the model says its new value."""
+        was = self.zones.threshold_for(swap.old) if swap.old is not None else None
+        now = self.zones.threshold_for(swap.new)
+        if now != was:
+            log.info("threshold %s%s", now.describe(), f"; was {was.value:g}" if was is not None else "")
         if self.sinks.mqtt is not None:
             self.sinks.mqtt.update_model(swap.new.labels, bundle_name(swap.files))
 

@@ -35,6 +35,44 @@ class Classification(NamedTuple):
     score: float
 
 
+class Threshold(NamedTuple):
+    """The score threshold in force (``[classification] threshold``) and where it came from (``source``, a phrase)."""
+
+    value: float
+    source: str
+
+    def describe(self) -> str:
+        """``0.1 (recommended by the model's manifest.json)``: what the startup log and ``--check-config`` say."""
+        return f"{self.value:g} ({self.source})"
+
+
+THRESHOLD_CAP = 0.2  # up to 500 classes: what systemd/config.example.toml set for every model before (reports/thresholds/)
+THRESHOLD_PER_CLASSES = 100.0  # above: 100 / classes (0.1 for ImageNet's 1,000), a hundred times chance
+
+
+def class_count_threshold(classes: int) -> float:
+    """The threshold for a model whose manifest recommends none: ``min(0.2, 100 / classes)``.
+
+    Measured with ``benchmarks/thresholds.py`` (``reports/thresholds/shipped-bundles.json``): with 10 classes 0.2 keeps
+    99.3 % of real pet photos reported by the cifar10 bundle (and every CIFAR image); with 2 classes it is never reached
+    (a top-1 of two is at least 0.5); with ImageNet's 1,000 it would hide 23 % of the pet photos, while 0.1 hides 4 %
+    and the reported top-1 is still a cat or dog class as often (89 % against 88 % with no threshold).
+    """
+    return round(min(THRESHOLD_CAP, THRESHOLD_PER_CLASSES / max(1, classes)), 4)
+
+
+def recommended_threshold(manifest: Manifest | None, classes: int) -> Threshold:
+    """The threshold a model runs with when none is set: its manifest's ``threshold``, else ``class_count_threshold``."""
+    if manifest is not None and manifest.threshold is not None:
+        return Threshold(manifest.threshold, "recommended by the model's manifest.json")
+    return Threshold(class_count_threshold(classes), f"the rule for {classes} classes, min(0.2, 100/classes)")
+
+
+def threshold_in_force(setting: float | None, recommended: Threshold) -> Threshold:
+    """The one rule: a threshold the user set (``--threshold``, ``[classification] threshold``) wins; else the model's."""
+    return recommended if setting is None else Threshold(setting, "set by --threshold or [classification] threshold")
+
+
 @dataclass(frozen=True)
 class Manifest:
     """What the converter recorded next to the model (``manifest.json``)."""
@@ -46,6 +84,7 @@ class Manifest:
     classes: tuple[str, ...] = ()
     dataset: str = ""
     edgetpu_model: str | None = None
+    threshold: float | None = None  # the score threshold recommended for this model (used when the user sets none)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -61,6 +100,7 @@ class Manifest:
                 classes=tuple(data.get("classes", ())),
                 dataset=str(data.get("dataset", "")),
                 edgetpu_model=data.get("edgetpu_model"),
+                threshold=_threshold(data.get("threshold")),
                 extra=data,
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -91,6 +131,15 @@ class Manifest:
             return float(decode["cover"]) if isinstance(decode, dict) and "cover" in decode else 1.0
         except (TypeError, ValueError):
             return float("nan")
+
+
+def _threshold(value: object) -> float | None:
+    """A manifest's ``threshold``: absent (None) or a number from 0 to 1, else a ValueError naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"threshold must be a number from 0 to 1, got {value!r}")
+    return float(value)
 
 
 def default_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path:
@@ -317,6 +366,7 @@ class Classifier:
             problem = fix = ""
         if len(self.labels) != n_out:
             raise ModelError(f"{problem} but the model outputs {n_out}; {fix}")
+        self.threshold = recommended_threshold(self.manifest, len(self.labels))  # in force unless the user sets one
 
     def prepare(self, frame_bgr: np.ndarray) -> np.ndarray:
         return self._preprocess(frame_bgr, self.size, self.channels, self.color_order)

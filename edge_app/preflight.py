@@ -21,7 +21,7 @@ from edge_app import bundles
 from edge_app.config import parse_hostport
 from edge_app.delegates import load_classifier
 from edge_app.errors import OutputError
-from edge_app.model import resolve_model, shipped_models
+from edge_app.model import resolve_model, shipped_models, threshold_in_force
 from edge_app.outputs.logsink import log_format_for, reason
 from edge_app.sources.base import SourceSpec
 from edge_app.zones import Zone, check_zones, parse_zones
@@ -47,7 +47,9 @@ def check_model(config: AppConfig, loader: DelegateLoader | None = None) -> str:
     files = resolve_model(model, c.labels)
     classifier, acceleration = load_classifier(files, c.delegate, c.device, c.threads, loader)
     h, w = classifier.size
-    return f"model = {files.model} ({h}x{w}x{classifier.channels} input, {len(classifier.labels)} classes, {acceleration.name}{note})"
+    threshold = threshold_in_force(config.classification.threshold, classifier.threshold)  # the run's rule (ZoneClassifier.threshold_for)
+    return (f"model = {files.model} ({h}x{w}x{classifier.channels} input, {len(classifier.labels)} classes, {acceleration.name}{note}), "
+            f"threshold {threshold.describe()}")
 
 
 def check_source(key: str, spec: SourceSpec, zones: list[Zone]) -> str:

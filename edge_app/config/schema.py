@@ -155,7 +155,12 @@ class ClassificationSection(Section):
     """``[classification]``: what is reported per frame, zones and debounced states."""
 
     top_k: int = setting(3, "how many classes to report per frame", "top_k", ge=1, le=100)
-    threshold: float = setting(0.0, "report classes with at least this score (0-1)", "threshold", ge=0.0, le=1.0)
+    threshold: float | None = setting(
+        None,
+        "report classes with at least this score (0-1); default: the running model's own, followed on a model swap: its "
+        "manifest's threshold, else min(0.2, 100/classes) (0.2 for up to 500 classes)",
+        "threshold", ge=0.0, le=1.0,
+    )
     smoothing: float = setting(1.0, "EMA alpha over frames in (0, 1]: lower is smoother, 1 is off", "smoothing", gt=0.0, le=1.0)
     zones: Annotated[Strings, AfterValidator(_checked(zone_parts))] = setting(
         (),

@@ -2,7 +2,7 @@
 
 Each source has a ``ZoneState``: one ``ScoreSmoother`` and one ``Debouncer`` per zone (or one for the whole frame,
 whose state is only reported with ``--debounce``). ``ZoneClassifier`` runs the model on each zone's input, smooths its
-scores, takes the top-k above the threshold and folds the top label into the zone's debounced state.
+scores, takes the top-k above the threshold in force (the user's, else the running model's) and folds the top label into the zone's debounced state.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_app.model import Classification, Classifier, top_k
+from edge_app.model import Classification, Classifier, Threshold, threshold_in_force, top_k
 from edge_app.smoothing import ScoreSmoother
 from edge_app.sources import Frame, SourceSpec
 from edge_app.zones import WHOLE_FRAME, Debouncer, Zone, ZoneResult, check_zones
@@ -40,12 +40,13 @@ class ZoneState:
 class ZoneClassifier:
     """The zones (``--zone``), smoothing, top-k, threshold and debounce of a run; ``several``: state names carry the source's name."""
 
-    def __init__(self, zones: Sequence[Zone], *, smoothing: float, debounce: int | None, k: int, threshold: float, several: bool = False) -> None:
+    def __init__(self, zones: Sequence[Zone], *, smoothing: float, debounce: int | None, k: int, threshold: float | None,
+                 several: bool = False) -> None:
         self.zones = list(zones)
         self.smoothing = smoothing
         self.debounce = debounce
         self.k = k
-        self.threshold = threshold
+        self.threshold = threshold  # the user's setting; None: the running model's own (``threshold_for``)
         self.several = several
         self.reports_states = bool(self.zones) or debounce is not None
 
@@ -62,6 +63,10 @@ class ZoneClassifier:
         """Every state a run reports (MQTT announces them): each source's zones, or its whole frame with ``--debounce``."""
         return ([self.state_name(s, z.name) for s in sources for z in self.zones]
                 or ([self.state_name(s, WHOLE_FRAME) for s in sources] if self.reports_states else []))
+
+    def threshold_for(self, classifier: Classifier) -> Threshold:
+        """The threshold in force with ``classifier`` and where it came from: the user's, else the model's (so it follows a swap)."""
+        return threshold_in_force(self.threshold, classifier.threshold)
 
     def prepare_for(self, classifier: Classifier) -> Callable[[np.ndarray], np.ndarray]:
         """The input preparation: the centre crop, or every zone's crop stacked ``(zones, H, W, C)``."""
@@ -90,9 +95,10 @@ class ZoneClassifier:
         zones = self.zones
         inputs = image if zones else image[None]
         states: list[ZoneResult] = []
+        threshold = self.threshold_for(classifier).value
         for i, (smoother, debouncer) in enumerate(zip(state.smoothers, state.debouncers, strict=True)):
             zone_scores = smoother.update(classifier.invoke(inputs[i]))
-            zone_top = top_k(zone_scores, classifier.labels, self.k, self.threshold)
+            zone_top = top_k(zone_scores, classifier.labels, self.k, threshold)
             changed_state = debouncer.update(zone_top[0].label if zone_top else None, now)
             if i == 0:
                 smoothed, top = zone_scores, zone_top

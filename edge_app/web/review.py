@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from edge_app.review import IMAGE_NAME, MAX_BATCH, STATIC, BadBatch, Dataset
+from edge_app.web.models import compared_with_running
 
 if TYPE_CHECKING:
     from edge_app.doctor import FeatureFunction
@@ -140,7 +141,10 @@ def review_routes(root: Path, labels: Callable[[], Sequence[str]] | Sequence[str
     async def candidate(request: Request) -> Response:
         path = root / "candidate" / "retrain_report.json"
         try:
-            return JSONResponse(json.loads(path.read_text()))
+            report = json.loads(path.read_text())
+            if isinstance(report, dict):  # the line the models page shows too (one function)
+                report["comparison"] = compared_with_running(report)
+            return JSONResponse(report)
         except (OSError, ValueError):
             return JSONResponse({"error": f"no candidate yet: run retrain-model {root}"}, 404)
 

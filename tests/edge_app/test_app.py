@@ -110,7 +110,7 @@ def test_every_frame_is_classified_like_classifier_classify_and_logged(tmp_path,
     frames = decoded_frames(video)
     assert len(records) == len(frames) == N_IMAGES * REPEAT
     assert [r["frame"] for r in records] == list(range(len(frames)))
-    expected = [classifier.classify(f, k=3) for f in frames]
+    expected = [classifier.classify(f, k=3, threshold=classifier.threshold.value) for f in frames]  # the model's own (unset: 0.2)
     assert [r["top"][0]["label"] for r in records] == [e[0].label for e in expected]
     assert all(
         [c["id"] for c in r["top"]] == [c.id for c in e] and abs(r["top"][0]["score"] - e[0].score) < 1e-3 for r, e in zip(records, expected, strict=True)

@@ -141,12 +141,15 @@ def test_edge_app_without_model_names_imagenet_classes_for_real_photos(tmp_path:
     assert len(records) == len(pet_photos) and all(r["model"].startswith("imagenet@") for r in records)
     labels = load_labels(imagenet / "labels.txt")
     cats, dogs = {labels[i] for i in CATS}, {labels[i] for i in DOGS}
+    # the bundle's own threshold, 0.1 (a fixed 0.2 hid 23 % of these photos): at most a rare unsure photo reports nothing
+    assert "threshold 0.1 (recommended by the model's manifest.json)" in result.stderr
+    assert sum(not r["top"] for r in records) <= 2, [r["top"][:1] for r in records]
     hits = 0
-    for r in records:
+    for r in (r for r in records if r["top"]):
         top = r["top"][0]
-        assert top["label"] == labels[top["id"]] and len(r["top"]) <= 3
+        assert top["label"] == labels[top["id"]] and len(r["top"]) <= 3 and top["score"] >= 0.1
         hits += top["label"] in (cats if Path(r["file"]).stem.endswith("cat") else dogs)  # "tabby", "golden retriever", ...
-    assert hits >= 12, f"{hits} of {len(records)} photos named as an ImageNet cat or dog: {[r['top'][0]['label'] for r in records]}"
+    assert hits >= 12, f"{hits} of {len(records)} photos named as an ImageNet cat or dog: {[r['top'][:1] for r in records]}"
     check = edge_app("--check-config", "--source", str(photos))
     assert check.returncode == 0, check.stderr
     assert f"model = {imagenet / 'model.tflite'} (224x224x3 input, 1000 classes, " in check.stdout

@@ -112,7 +112,8 @@ def test_installed_unit_verifies_against_the_installed_venv(installed: Path) -> 
 
 def test_second_run_is_idempotent_and_keeps_an_edited_config(installed: Path) -> None:
     config = installed / "etc" / "edge-app" / "config.toml"
-    edited = config.read_text().replace("threshold = 0.2", "threshold = 0.6") + "\n# edited by the user\n"
+    edited = config.read_text().replace("# threshold = 0.3", "threshold = 0.6") + "\n# edited by the user\n"
+    assert "\nthreshold = 0.6\n" in edited
     config.write_text(edited)
     before = tree(installed)
     module = next(installed.glob("opt/edge-app/venv/lib/python3*/site-packages/edge_app/__init__.py"))

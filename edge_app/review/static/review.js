@@ -137,11 +137,7 @@ async function candidate() {
     const r = await api("api/review/candidate");
     const lines = ["validation accuracy (int8): " + (r.val_accuracy.int8 * 100).toFixed(1) + "% on " + r.val_images + " images",
       "recall: " + Object.entries(r.recall).map(([c, v]) => c + " " + (v * 100).toFixed(0) + "%").join(", ")];
-    const known = r.current && Array.isArray(r.current.labels) ? r.current.labels : null;  // the running model's labels
-    if (known && !r.classes.some((c) => known.includes(c))) lines.push("shares no class with the current model (its " + known.length +
-      " classes): a new set of classes, so how often the two disagree says nothing");
-    else if (r.current) lines.push("disagrees with the current model on " + (r.current.disagreement * 100).toFixed(1) + "% of them" +
-      ((r.current.new_classes || []).length ? "; new classes: " + r.current.new_classes.join(", ") : ""));
+    if (r.comparison) lines.push(r.comparison);  // the server's line (edge_app.web.models.compared_with_running), as on /models
     document.getElementById("candidate-text").textContent = lines.join("\n");
     document.getElementById("candidate").hidden = false;
   } catch (e) { /* no candidate yet */ }

@@ -19,7 +19,7 @@ import numpy as np
 from edge_app.app import App
 from edge_app.config import AppConfig, with_flags
 from edge_app.delegates import load_classifier
-from edge_app.model import resolve_model, top_k
+from edge_app.model import resolve_model, threshold_in_force, top_k
 from edge_app.notify import Notifier
 from edge_app.outputs import FrameResult, Sink
 from edge_app.outputs.draw import draw_overlay
@@ -176,6 +176,7 @@ def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -
     m = config.model
     files = resolve_model(m.path, m.labels)
     classifier, _ = load_classifier(files, m.delegate, m.device, m.threads)
+    threshold = threshold_in_force(config.classification.threshold, classifier.threshold).value  # the app's rule
     cap = cv2.VideoCapture(str(video))
     times: dict[str, list[float]] = {s: [] for s in STAGES}
     labels: list[str] = []
@@ -192,7 +193,7 @@ def run_naive(video: Path, config: AppConfig, frames: int, draw: bool = False) -
             t2 = time.perf_counter()
             scores = classifier.invoke(image)
             t3 = time.perf_counter()
-            top = top_k(scores, classifier.labels, config.classification.top_k, config.classification.threshold)
+            top = top_k(scores, classifier.labels, config.classification.top_k, threshold)
             fps = _fps(done[-30:]) if len(done) > 1 else 0.0
             result = FrameResult(i, time.time(), top, {"invoke": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}, fps, False)
             if draw:
