@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for the default model's name
-from edge_app.model import DEFAULT_MODEL_NAME
+from edge_app.model import DEFAULT_MODEL_NAME, Manifest, recommended_threshold
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,13 @@ def bundle_cells(name: str, classes: str) -> Row:
     return [f"`models/{name}`" + (" (default)" if name == DEFAULT_MODEL_NAME else ""), classes, f"{shape['height']}x{shape['width']} {shape['color_order']}"]
 
 
+def threshold_cell(name: str) -> str:
+    """The score threshold edge-app runs the bundle with when the user sets none (edge_app.model's one rule)."""
+    m = Manifest.read(MODELS / name / "manifest.json")
+    value = recommended_threshold(m, len(m.classes)).value
+    return f"{value:g}" + ("" if m.threshold is not None else " (rule: min(0.2, 100/classes))")
+
+
 def models_table() -> str:
     cifar_eval = load("cifar10-edge-model/evaluation.json")
     cifar_run = load("full-scale/w256-e20-bf16.json")
@@ -125,8 +132,10 @@ def models_table() -> str:
          "n/a", "n/a", f"{imnet['size_bytes'] / 1e6:.2f} MB", millions(imnet["macs"]),
          latency(imnet["latency_ms"], f"AMD EPYC, AVX-512 VNNI, {imnet['created'][:10]}")],
     ]
-    return table(["bundle", "classes", "input", "held-out images", "int8 accuracy", "float accuracy", "size", "multiply-adds", "int8 latency, 1 thread"],
-                 "llllrrrrr", rows)
+    for row, name in zip(rows, ("cifar10", "cats-vs-dogs", "imagenet"), strict=True):
+        row.append(threshold_cell(name))
+    return table(["bundle", "classes", "input", "held-out images", "int8 accuracy", "float accuracy", "size", "multiply-adds", "int8 latency, 1 thread",
+                  "score threshold (unset)"], "llllrrrrrr", rows)
 
 
 # ---------------------------------------------------------------- full-scale runs (benchmarks/full_scale.sh)
