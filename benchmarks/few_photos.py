@@ -23,9 +23,9 @@ Tasks (both real images, nothing generated):
 The int8 bundle's one-thread latency (``evaluate-model --threads 1``, on this machine) is recorded too: a larger
 backbone costs the device time.
 
-    .venv/bin/python benchmarks/few_photos.py --task cvd --per-class 20 --seeds 5 --out reports/few-photos/cvd-20
-    .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 20 --seeds 3 --train-args="--head dense"
-    .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 600 --seeds 1 --out reports/few-photos/cifar5-600
+    .venv/bin/python benchmarks/few_photos.py --task cvd --per-class 20 --seeds 5 --float --out reports/few-photos/cvd-20
+    .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 20 --seeds 3 --float --out reports/few-photos/cifar5-20
+    .venv/bin/python benchmarks/few_photos.py --task cifar5 --per-class 600 --seeds 1 --float --out reports/few-photos/cifar5-600
 
 Writes OUT/runs.json (one row a seed) and OUT/summary.json, and prints the summary.
 """
@@ -54,6 +54,16 @@ BIN = Path(sys.executable).parent
 DATASETS = Path(os.environ.get("EDGE_RECOGNITION_DATASETS", ROOT.parent / "shared" / "datasets"))
 CIFAR5 = ("airplane", "automobile", "bird", "cat", "deer")
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def float_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """With ``--float``: the float model's held-out accuracy and int8 minus float (mean, 95 % t CI over seeds)."""
+    if not rows or "test_float" not in rows[0]:
+        return {}
+    fl, fl_half = ci95([r["test_float"] for r in rows])
+    diff, diff_half = ci95([r["int8_minus_float"] for r in rows])
+    return {"test_float_mean": round(fl, 4), "test_float_ci95": round(fl_half, 4), "test_float": [r["test_float"] for r in rows],
+            "int8_minus_float_mean": round(diff, 4), "int8_minus_float_ci95": round(diff_half, 4)}
 
 
 def ci95(values: list[float]) -> tuple[float, float]:
@@ -111,6 +121,7 @@ def main() -> int:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--train-args", default="", help="extra train-model flags (a lever), e.g. '--head dense'")
     p.add_argument("--threads", type=int, default=1, help="evaluate-model interpreter threads (default 1: the latency on one core)")
+    p.add_argument("--float", action="store_true", help="also score the float model (RUN/model.keras) on the same held-out photos")
     p.add_argument("--out", type=Path, help="folder for runs.json and summary.json")
     args = p.parse_args()
 
@@ -158,6 +169,11 @@ def main() -> int:
             "carve_int8": manifest["accuracy"]["int8"], "carve_agreement": manifest["accuracy"]["agreement"],
             "carve_images": manifest["accuracy"]["images"], "int8_check_passed": manifest["accuracy"].get("passed"),
         }
+        if args.float:  # the float model as trained, on the same photos: how far int8 is from it
+            fl = timed([str(BIN / "evaluate-model"), str(run / "model.keras"), "--data", str(test_root), "--split", "test", "--image-size", size,
+                        "--json", "-q"], env)
+            row["test_float"] = json.loads(fl["stdout"])["accuracy"]
+            row["int8_minus_float"] = round(row["test_int8"] - row["test_float"], 4)
         rows.append(row)
         print(json.dumps(row), flush=True)
     acc, half = ci95([r["test_int8"] for r in rows])
@@ -165,6 +181,7 @@ def main() -> int:
         "task": args.task, "per_class": args.per_class, "seeds": len(rows), "train_args": args.train_args,
         "test_int8_mean": round(acc, 4), "test_int8_ci95": round(half, 4),
         "test_int8": [r["test_int8"] for r in rows], "test_images": rows[0]["test_images"],
+        **float_summary(rows),
         "train_convert_s_mean": round(float(np.mean([r["train_convert_s"] for r in rows])), 1),
         "train_convert_s_max": max(r["train_convert_s"] for r in rows),
         "peak_rss_mib_max": max(r["peak_rss_mib"] for r in rows),

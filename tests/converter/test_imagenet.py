@@ -10,6 +10,7 @@ import pytest
 
 from converter.errors import DataError
 from converter.export.imagenet import CAT_IDS, DOG_IDS, SHARED_NAMES, class_names, labels_from_timm_wheel, pet_rates
+from tests.photos import first_pet_photos
 
 SYNSETS = [f"n{i:08d}" for i in range(1000)]
 
@@ -58,25 +59,13 @@ def test_pet_rates_count_imagenets_cat_and_dog_classes() -> None:
 
 def first_photos(archive: Path, per_class: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``per_class`` cat and dog JPEGs of the archive's test split, RGB, fitted to 224 px as on the device."""
-    import tarfile
-
     import cv2
 
     from edge_app.preprocess import fit_to_size
 
-    wanted: dict[str, list[np.ndarray]] = {"cat": [], "dog": []}
-    with tarfile.open(archive) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if member.isfile() and len(parts) == 3 and parts[0] == "test" and len(wanted.get(parts[1], [0] * per_class)) < per_class:
-                data = tar.extractfile(member)
-                assert data is not None
-                bgr = cv2.imdecode(np.frombuffer(data.read(), np.uint8), cv2.IMREAD_COLOR)
-                assert bgr is not None, member.name
-                wanted[parts[1]].append(fit_to_size(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (224, 224)))
-                if all(len(v) == per_class for v in wanted.values()):
-                    break
-    return np.stack(wanted["cat"] + wanted["dog"]), np.repeat([False, True], per_class)
+    photos = first_pet_photos(archive, per_class)
+    rgb = [fit_to_size(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (224, 224)) for _, bgr in photos]
+    return np.stack(rgb), np.array([name == "dog" for name, _ in photos])
 
 
 def test_int8_bundle_keeps_the_float_top1_except_on_near_ties(shared_datasets: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import tarfile
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ import pytest
 from edge_app.errors import ModelError
 from edge_app.model import DEFAULT_MODEL_NAME, Classifier, Manifest, default_model_dir, load_labels, resolve_model, shipped_models
 from tests.edge_app.helpers import edge_app, one_error_line, read_jsonl
+from tests.photos import first_pet_photos
 
 CATS, DOGS = range(281, 286), range(151, 269)  # ImageNet-1k's cat and dog classes
 BUNDLES = ("cats-vs-dogs", "cifar10", "imagenet")
@@ -28,18 +28,7 @@ def imagenet() -> Path:
 @pytest.fixture(scope="module")
 def pet_photos(shared_datasets: Path) -> list[tuple[str, np.ndarray]]:
     """The first 8 cat and 8 dog JPEGs of the archive's test split, decoded as a camera gives them (BGR, full size)."""
-    wanted: dict[str, list[np.ndarray]] = {"cat": [], "dog": []}
-    with tarfile.open(shared_datasets / "cats-vs-dogs.tar.gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if not member.isfile() or len(parts) != 3 or parts[0] != "test" or len(wanted.get(parts[1], [0] * 8)) >= 8:
-                continue
-            data = tar.extractfile(member)
-            assert data is not None
-            wanted[parts[1]].append(cv2.imdecode(np.frombuffer(data.read(), np.uint8), cv2.IMREAD_COLOR))
-            if all(len(v) == 8 for v in wanted.values()):
-                break
-    return [(name, img) for name, imgs in wanted.items() for img in imgs]
+    return first_pet_photos(shared_datasets / "cats-vs-dogs.tar.gz", 8)
 
 
 def test_labels_are_the_1000_imagenet_classes_in_index_order(imagenet: Path) -> None:

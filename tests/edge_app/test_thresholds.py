@@ -8,10 +8,8 @@ import json
 import logging
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -24,6 +22,7 @@ from edge_app.web import WebServer
 from tests.edge_app.helpers import wait_until
 from tests.edge_app.test_app import Collect, config, run_in_thread
 from tests.edge_app.test_web_api import CHROMIUM, TOKEN, call
+from tests.photos import first_pet_photos
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -34,17 +33,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def pets(shared_datasets: Path) -> list[tuple[str, np.ndarray]]:
     """The first 4 cat and 4 dog photos of the cats-vs-dogs test split, as a camera gives them (BGR)."""
-    wanted: dict[str, list[np.ndarray]] = {"cat": [], "dog": []}
-    with tarfile.open(shared_datasets / "cats-vs-dogs.tar.gz") as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if member.isfile() and len(parts) == 3 and parts[0] == "test" and len(wanted.get(parts[1], [0] * 4)) < 4:
-                data = tar.extractfile(member)
-                assert data is not None
-                wanted[parts[1]].append(cv2.imdecode(np.frombuffer(data.read(), np.uint8), cv2.IMREAD_COLOR))
-            if all(len(v) == 4 for v in wanted.values()):
-                break
-    return [(name, img) for name, imgs in wanted.items() for img in imgs]
+    return first_pet_photos(shared_datasets / "cats-vs-dogs.tar.gz", 4)
 
 
 def test_each_shipped_bundle_runs_with_the_threshold_measured_for_it() -> None:
