@@ -97,8 +97,9 @@ def test_transfer_copies_every_matching_layer_but_the_new_head(tiny_edge_run: tu
     assert target.get_layer("logits").get_weights()[0].shape == (32, 2)
 
 
-def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Path) -> None:
-    """SIGKILL a real training run (with weight averaging on) mid-way, then finish it with --resume."""
+def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGKILL a real training run (with weight averaging on) mid-way, then finish it with --resume (the refusals before any
+    training are checked in-process: the same main() and one-line error, without a second TensorFlow start-up each)."""
     out = tmp_path / "run"
     base = [sys.executable, "-m", "converter.cli.train", "--data", "fashion-mnist", "--limit-per-class", "100", "--arch", "edge",
             "--widths", "16,32,32", "--batch-size", "8", "--precision", "float32", "--out", str(out)]  # 125 steps an epoch: EMA on
@@ -116,15 +117,17 @@ def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Pa
     assert not (out / "model.keras").exists() and (out / "resume.keras").is_file()
     before = json.loads(point.read_text())
 
-    wrong = subprocess.run([*base, "--epochs", "6", "--resume"], check=False, capture_output=True, text=True, timeout=240)
-    assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
-    assert wrong.stderr.strip().splitlines()[-1].endswith("resume with --epochs 4")
+    def refused(*extra: str) -> str:
+        """train-model's main() in-process: a non-zero exit and its one-line error (the last line on stderr)."""
+        capsys.readouterr()
+        code = main([*base[3:], *extra])
+        err = capsys.readouterr().err
+        assert code != 0 and "Traceback" not in err, err
+        return err.strip().splitlines()[-1]
 
-    other = subprocess.run([*base, "--epochs", "4", "--resume", "--image-size", "32"], check=False, capture_output=True, text=True, timeout=240)
-    assert other.returncode != 0 and "resume with the run's own --data and --image-size" in other.stderr.strip().splitlines()[-1]
-
-    network = subprocess.run([*base, "--epochs", "4", "--resume", "--activation", "gelu"], check=False, capture_output=True, text=True, timeout=240)
-    assert network.returncode != 0 and network.stderr.strip().splitlines()[-1].endswith(
+    assert refused("--epochs", "6", "--resume").endswith("resume with --epochs 4")
+    assert "resume with the run's own --data and --image-size" in refused("--epochs", "4", "--resume", "--image-size", "32")
+    assert refused("--epochs", "4", "--resume", "--activation", "gelu").endswith(
         "was started as a different network (--activation relu); resume with those flags")
 
     done = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
@@ -138,8 +141,7 @@ def test_a_killed_run_resumes_where_it_stopped_on_the_same_schedule(tmp_path: Pa
     assert history["loss"][-1] < history["loss"][0]  # it went on learning, not from scratch
     assert report["val_accuracy"] > 0.6 and not (out / "resume.keras").exists()
 
-    again = subprocess.run([*base, "--epochs", "4", "--resume"], check=False, capture_output=True, text=True, timeout=240)
-    assert again.returncode != 0 and "resume.keras not found" in again.stderr.strip().splitlines()[-1]
+    assert "resume.keras not found" in refused("--epochs", "4", "--resume")
 
 
 def test_training_runs_on_keras_jax_backend_and_the_model_converts_with_tensorflow(tmp_path: Path) -> None:

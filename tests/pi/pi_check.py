@@ -3,7 +3,8 @@
     python pi_check.py make-video DATASETS OUT.avi FRAMES    (host: a real MJPG video from dogs-vs-cats photos)
     python pi_check.py make-lossless IN.avi OUT.avi          (host: the same frames as this machine decodes them, FFV1)
     python pi_check.py make-inputs DATASETS OUT_DIR          (host: one real photo per shipped bundle, .npy)
-    python pi_check.py decode VIDEO OUT.npz N                (both: the first N frames as OpenCV decodes them)
+    python pi_check.py decode VIDEO OUT.npz N [VIDEO OUT.npz]... (both: the first N frames as OpenCV decodes them;
+                                                               more videos in the same process: one start-up)
     python pi_check.py compare-decode X86.npz PI.npz NAME [exact] (host: how far the two decodes are apart)
     python pi_check.py invoke INPUT_DIR OUT.json [KERNELS]   (both: one invoke() per shipped bundle, uint8 outputs;
                                                                KERNELS: default (what edge-app runs) or reference)
@@ -347,7 +348,8 @@ def main(argv: list[str]) -> int:
     elif command == "make-inputs":
         make_inputs(Path(args[0]), Path(args[1]))
     elif command == "decode":
-        decode(Path(args[0]), Path(args[1]), int(args[2]))
+        for video, out in [(args[0], args[1]), *zip(args[3::2], args[4::2], strict=True)]:
+            decode(Path(video), Path(out), int(args[2]))
     elif command == "compare-decode":
         return compare_decode(Path(args[0]), Path(args[1]), args[2], len(args) > 3 and args[3] == "exact")
     elif command == "invoke":
