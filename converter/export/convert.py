@@ -6,7 +6,8 @@ labels and input normalisation, for MediaPipe Tasks), ``labels.txt`` and ``manif
 ``model_edgetpu.tflite`` too when ``edgetpu_compiler`` is on PATH. The int8 model is checked against the float model on the same
 held-out images (:func:`int8_check`) and refused, unless ``--allow-drop``, when it is significantly worse (an exact one-sided
 McNemar test on the images only one of the two gets right, p < ``--alpha``) or their top-1 answers agree on fewer than
-``--min-agreement`` of the images. The model path is checked (it exists and loads as a Keras model) before any data is read.
+``--min-agreement`` of the images (a carve under ``AGREEMENT_IMAGES``: agreement, which needs no labels, is counted on
+training photos too). The model path is checked (it exists and loads as a Keras model) before any data is read.
 
 Memory: the calibration and validation images are read in batches of ``BATCH`` (``converter.data.datasets.Rows`` over
 the memory-mapped dataset), so the peak does not grow with the size of the training set.
@@ -56,6 +57,7 @@ EDGETPU_OPS = frozenset({
 INT_TYPES = ("int8", "uint8", "int32")
 ALPHA = 0.05  # int8 is refused when significantly worse than float at this level (one-sided)
 MIN_AGREEMENT = 0.97  # ... or when the two agree on fewer of the held-out images than this
+AGREEMENT_IMAGES = 200  # a carve smaller than this: agreement (which needs no labels) is also counted on up to this many training photos
 BIAS_CORRECTION = ("auto", "on", "off")  # convert-model --bias-correction
 DECODE_LIMIT = 1000  # decode_check.measure's default limit: the images it checks reduced decoding on
 
@@ -104,10 +106,12 @@ class Int8Check:
     int8_correct: int
     float_only: int
     int8_only: int
-    agreement: float  # top-1 answers equal, right or wrong
+    agreement: float  # top-1 answers equal, right or wrong, on ``agreement_images``
     p_value: float
     alpha: float = ALPHA
     min_agreement: float = MIN_AGREEMENT
+    agreement_images: int = 0  # the images agreement is counted on: the held-out ones and any unlabelled extra (0: ``images``)
+    training_photos: int = 0  # of those, training photos (agreement needs no held-out labels)
 
     @property
     def significantly_worse(self) -> bool:
@@ -116,7 +120,8 @@ class Int8Check:
     @property
     def agreement_p_value(self) -> float:
         """How likely this few agreeing answers are if int8 and float really agree on ``min_agreement`` of all images."""
-        return binomial_below(round(self.agreement * self.images), self.images, self.min_agreement)
+        n = self.agreement_images or self.images
+        return binomial_below(round(self.agreement * n), n, self.min_agreement)
 
     @property
     def agreement_too_low(self) -> bool:
@@ -134,7 +139,8 @@ class Int8Check:
             out.append(f"int8 is significantly worse than float (float right and int8 wrong on {self.float_only} images, the reverse on "
                        f"{self.int8_only}: exact McNemar p = {self.p_value:.2g} < {self.alpha:g})")
         if self.agreement_too_low:
-            out.append(f"int8 and float give the same answer on only {self.agreement:.1%} of the images (at least {self.min_agreement:.0%} needed; "
+            out.append(f"int8 and float give the same answer on only {self.agreement:.1%} of {self.agreement_images or self.images} images "
+                       f"(at least {self.min_agreement:.0%} needed; "
                        f"binomial p = {self.agreement_p_value:.2g} < {self.alpha:g})")
         return out
 
@@ -147,6 +153,8 @@ class Int8Check:
             "alpha": self.alpha,
             "min_agreement": self.min_agreement,
             "agreement_p_value": round(self.agreement_p_value, 4),
+            "agreement_images": self.agreement_images or self.images,
+            "agreement_training_photos": self.training_photos,
             "passed": self.acceptable,
         }
 
@@ -182,16 +190,25 @@ def file_facts(model: Path) -> dict[str, Any]:
 
 
 def int8_check(labels: np.ndarray, float_pred: np.ndarray, int8_pred: np.ndarray, *, alpha: float = ALPHA,
-               min_agreement: float = MIN_AGREEMENT) -> Int8Check:
-    """Compare the two models' top-1 predictions on the same labelled images (see :class:`Int8Check`)."""
+               min_agreement: float = MIN_AGREEMENT, unlabelled: tuple[np.ndarray, np.ndarray] | None = None) -> Int8Check:
+    """Compare the two models' top-1 predictions on the same labelled images (see :class:`Int8Check`).
+
+    ``unlabelled``: the two models' predictions on more images (the training photos, when the held-out carve is small):
+    counted in the agreement, which needs no labels, not in the paired accuracy test, which needs held-out ones.
+    """
     labels, float_pred, int8_pred = (np.asarray(a).reshape(-1) for a in (labels, float_pred, int8_pred))
     if not len(labels) == len(float_pred) == len(int8_pred) or len(labels) == 0:
         raise ValueError(f"need the same non-zero number of labels and predictions, got {len(labels)}, {len(float_pred)}, {len(int8_pred)}")
     f_right, q_right = float_pred == labels, int8_pred == labels
     b, c = int(np.sum(f_right & ~q_right)), int(np.sum(q_right & ~f_right))
+    extra_f, extra_q = (np.asarray(a).reshape(-1) for a in unlabelled) if unlabelled is not None else (float_pred[:0], int8_pred[:0])
+    if len(extra_f) != len(extra_q):
+        raise ValueError(f"need as many float as int8 predictions on the unlabelled images, got {len(extra_f)} and {len(extra_q)}")
+    same = np.concatenate([float_pred == int8_pred, extra_f == extra_q])
     return Int8Check(
         images=len(labels), float_correct=int(f_right.sum()), int8_correct=int(q_right.sum()), float_only=b, int8_only=c,
-        agreement=float(np.mean(float_pred == int8_pred)), p_value=binomial_tail(b, b + c), alpha=alpha, min_agreement=min_agreement,
+        agreement=float(np.mean(same)), p_value=binomial_tail(b, b + c), alpha=alpha, min_agreement=min_agreement,
+        agreement_images=len(same), training_photos=len(extra_f),
     )
 
 
@@ -402,11 +419,16 @@ def convert_model(
         convert_s = time.perf_counter() - t0
 
         float_pred, int8_pred = streamed_predictions(model, staged, val)
-        check = int8_check(val.y, float_pred, int8_pred, alpha=alpha, min_agreement=min_agreement)
+        unlabelled = None
+        if len(val) < AGREEMENT_IMAGES and len(train):  # a small carve: count agreement on the training photos too
+            photos = train if len(train) <= AGREEMENT_IMAGES else train.subset(stratified_sample(train.y, max(1, AGREEMENT_IMAGES // len(train.classes)), seed))
+            unlabelled = streamed_predictions(model, staged, photos)
+        check = int8_check(val.y, float_pred, int8_pred, alpha=alpha, min_agreement=min_agreement, unlabelled=unlabelled)
         acc_f, acc_q, agree = check.float_correct / check.images, check.int8_correct / check.images, check.agreement
-        log.info("validation accuracy on %d images: float %.4f, int8 %.4f (%.1f %% same predictions; float right and int8 wrong on %d, "
-                 "the reverse on %d: one-sided exact McNemar p = %.3g)", len(val), acc_f, acc_q, agree * 100, check.float_only,
-                 check.int8_only, check.p_value)
+        log.info("validation accuracy on %d images: float %.4f, int8 %.4f (same predictions on %.1f %% of %d images%s; float right and "
+                 "int8 wrong on %d, the reverse on %d: one-sided exact McNemar p = %.3g)", len(val), acc_f, acc_q, agree * 100,
+                 check.agreement_images, f", {check.training_photos} of them training photos" if check.training_photos else "",
+                 check.float_only, check.int8_only, check.p_value)
         if not check.acceptable:
             problems = "; ".join(check.problems())
             if not allow_drop:

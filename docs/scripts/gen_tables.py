@@ -266,13 +266,23 @@ def few_photos() -> str:
             f"{round(r['carve_agreement'] * r['carve_images'])} of {r['carve_images']} agree" for r in failed) + ")")
         lat = s.get("latency_ms_p50")
         rows.append([label, f"{BACKBONE_NAMES.get(arch, arch)} @{size_px.split('x')[0]}", str(s["seeds"]),
-                     plus_minus(s["test_int8_mean"], s["test_int8_ci95"], s["seeds"]), f"{s['test_images']:,}",
+                     plus_minus(s["test_int8_mean"], s["test_int8_ci95"], s["seeds"]), float_cell(s), f"{s['test_images']:,}",
                      f"{s['train_convert_s_mean']:.0f} s (max {s['train_convert_s_max']:.0f})", f"{s['peak_rss_mib_max']:,} MiB",
                      f"{lat:.1f} ms" if lat else "not measured", check])
     latest = load(f"few-photos/{FEW_PHOTOS_RUNS[0][1]}/summary.json")
-    return table(["task (N photos a class)", "backbone", "seeds", "int8 accuracy, held-out photos (± 95 % CI)", "held-out photos",
-                  "train + convert", "peak RSS", "int8 latency, 1 thread (p50)", "int8 check (carve)"], "llrrrrrrl", rows) + (
-        f"\n{latest['machine']} (shared with other jobs), {latest['date']}; `before` rows: 1 seed, earlier defaults.\n")
+    return table(["task (N photos a class)", "backbone", "seeds", "int8 accuracy, held-out photos (± 95 % CI)", "float, same photos (int8 − float)",
+                  "held-out photos", "train + convert", "peak RSS", "int8 latency, 1 thread (p50)", "int8 check (carve)"], "llrrrrrrrl", rows) + (
+        f"\n{latest['machine']} (shared with other jobs), {latest['date']}. Rows with a float score were run with `--float` on 2026-12-08, "
+        "after convert-model's bias correction became the default; the others on 2026-12-07, before it. `before` rows: 1 seed, earlier defaults.\n")
+
+
+def float_cell(s: dict[str, Any]) -> str:
+    """The float model on the same held-out photos and how far int8 is from it (benchmarks/few_photos.py --float)."""
+    if "test_float_mean" not in s:
+        return "not measured"
+    diff = 100 * s["int8_minus_float_mean"]
+    spread = f" ± {100 * s['int8_minus_float_ci95']:.1f}" if s["seeds"] > 1 else ""
+    return f"{plus_minus(s['test_float_mean'], s['test_float_ci95'], s['seeds'])} ({diff:+.1f}{spread} points)"
 
 
 def few_photos_study() -> str:

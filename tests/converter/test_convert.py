@@ -121,7 +121,7 @@ def test_refuses_an_int8_model_that_loses_accuracy(
     run, _ = tiny_edge_run
     train, val = fmnist_small
     # a floor this int8 model (calibrated on 20 images) cannot meet: the same answer as float on every image
-    with pytest.raises(QuantizationError, match=r"give the same answer on only .* of the images \(at least 100% needed; binomial p = 0 < "
+    with pytest.raises(QuantizationError, match=r"give the same answer on only .* of 500 images \(at least 100% needed; binomial p = 0 < "
                        r"0\.\d+\), on 500 held-out images.*"
                        r"--calib-images 500; this run used 20.*--allow-drop") as err:
         convert_model(run / "model.keras", train, val, tmp_path / "out", calib_images=20, min_agreement=1.0)
@@ -174,6 +174,21 @@ def test_int8_check_is_a_paired_test_not_a_fixed_point_difference() -> None:
     three_off = few.copy()
     three_off[:3] = 1 - few[:3]
     assert int8_check(few, few, three_off).agreement_too_low
+    # two of ten (p = 0.035 on 10 alone: refused) is no evidence when 190 training photos agree too: agreement needs no labels,
+    # so a small carve's floor is tested on more photos, while the paired accuracy test stays on the held-out ten
+    two_off = few.copy()
+    two_off[:2] = 1 - few[:2]
+    assert int8_check(few, few, two_off).agreement_too_low
+    train_pred = np.arange(190) % 5
+    check = int8_check(few, few, two_off, unlabelled=(train_pred, train_pred))
+    assert check.agreement == pytest.approx(198 / 200) and check.acceptable and check.float_only == 2 and check.images == 10
+    assert check.to_json()["agreement_images"] == 200 and check.to_json()["agreement_training_photos"] == 190
+    differ = train_pred.copy()
+    differ[:20] = (differ[:20] + 1) % 5  # the training photos can refuse it too: 178 of 200
+    refused = int8_check(few, few, two_off, unlabelled=(train_pred, differ))
+    assert refused.agreement_too_low and "178" not in refused.problems()[0] and "of 200 images" in refused.problems()[0]
+    with pytest.raises(ValueError, match="as many float as int8"):
+        int8_check(few, few, two_off, unlabelled=(train_pred, train_pred[:-1]))
 
 
 def test_the_exact_binomial_without_scipy_matches_scipy(monkeypatch: pytest.MonkeyPatch) -> None:

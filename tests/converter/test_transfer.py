@@ -25,9 +25,10 @@ def test_auto_picks_the_pretrained_recipe_for_photos_only(shared_datasets: Path)
 
 @pytest.fixture(scope="module")
 def runs(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The same 30 photos a class, 96 px: the default recipe (no --arch) and the edge CNN from scratch."""
+    """The same 20 photos a class (issue 34's few-photo case), 96 px: the default recipe (no --arch), which ``few_photos``
+    also converts, and the edge CNN from scratch."""
     data = str(shared_datasets / "cats-vs-dogs.tar.gz")
-    common = ["--data", data, "--limit-per-class", "30", "--image-size", "96", "-q"]
+    common = ["--data", data, "--limit-per-class", "20", "--image-size", "96", "-q"]
     out = {"pretrained": tmp_path_factory.mktemp("pretrained"), "scratch": tmp_path_factory.mktemp("scratch")}
     assert train_main([*common, "--out", str(out["pretrained"])]) == 0
     assert train_main([*common, "--arch", "edge", "--epochs", "4", "--widths", "32,64,64", "--out", str(out["scratch"])]) == 0
@@ -37,10 +38,10 @@ def runs(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_transfer_beats_the_cnn_from_scratch_on_a_small_set(runs: dict[str, Path]) -> None:
     pre = json.loads((runs["pretrained"] / "train_report.json").read_text())
     scratch = json.loads((runs["scratch"] / "train_report.json").read_text())
-    assert pre["arch"] == "efficientnet-lite2" and pre["transfer"]["pretrained"] and pre["train_images"] == 60  # --arch auto: few photos
+    assert pre["arch"] == "efficientnet-lite2" and pre["transfer"]["pretrained"] and pre["train_images"] == 40  # --arch auto: few photos
     assert pre["transfer"]["weights"].startswith("ImageNet")
     assert pre["val_images"] == scratch["val_images"] == 200  # the same carve of real photos
-    assert pre["val_accuracy"] >= 0.78, pre["val_accuracy"]  # from 60 photos (measured 0.835-0.86)
+    assert pre["val_accuracy"] >= 0.78, pre["val_accuracy"]  # from 40 photos (measured 0.90 on 2026-12-08; from scratch 0.505)
     assert pre["val_accuracy"] >= scratch["val_accuracy"] + 0.15, (pre["val_accuracy"], scratch["val_accuracy"])
     assert (runs["pretrained"] / "labels.txt").read_text().split() == ["cat", "dog"]
 
@@ -60,6 +61,8 @@ def test_retrain_model_converts_a_collect_folder_to_a_checked_int8_candidate(sha
     manifest = json.loads((folder / "candidate" / "manifest.json").read_text())
     acc = manifest["accuracy"]
     assert acc["agreement"] >= 0.9 and acc["float"] - acc["int8"] <= 0.1, acc  # 12 held-out photos
+    # so small a carve: agreement (no labels needed) is also counted on the 48 training photos; the paired test stays on the 12
+    assert (acc["images"], acc["agreement_images"], acc["agreement_training_photos"]) == (12, 60, 48), acc
     assert manifest["arch"] == "efficientnet-lite0" and manifest["edgetpu"]["compatible"], manifest["edgetpu"]
     assert manifest["input"]["height"] == 96 and manifest["macs"] > 50e6 and len(manifest["sha256"]) == 64
     assert report["val_images"] == 12 and set(report["recall"]) == {"cat", "dog"} and report["val_accuracy"]["int8"] >= 0.75
@@ -70,7 +73,10 @@ def test_retrain_model_converts_a_collect_folder_to_a_checked_int8_candidate(sha
     from edge_app.review import create_app
 
     served = TestClient(create_app(folder, "t0ken")).get("/api/candidate", headers={"Authorization": "Bearer t0ken"})
-    assert served.status_code == 200 and served.json() == report
+    assert served.status_code == 200
+    body = served.json()  # the report as written, with the line the review and models pages show beside it
+    assert body.pop("comparison") == f"disagrees with the current model on {report['current']['disagreement'] * 100:.1f} % of 12 images", body
+    assert body == report
 
 
 def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_datasets: Path) -> None:
@@ -91,21 +97,20 @@ def test_fine_tuning_trains_the_top_blocks_only_with_batch_norm_frozen(shared_da
 
 
 @pytest.fixture(scope="module")
-def few_photos(shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], dict[str, object], float]:
-    """Issue 34: 20 real photos a class with the default flags (96 px to stay fast), converted to int8, and the int8 model
-    on 200 photos of the archive's own test split: (train report, manifest, int8 test accuracy)."""
+def few_photos(runs: dict[str, Path], shared_datasets: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], dict[str, object], float]:
+    """Issue 34: 20 real photos a class with the default flags (96 px to stay fast; ``runs["pretrained"]``), converted to
+    int8, and the int8 model on 200 photos of the archive's own test split: (train report, manifest, int8 test accuracy)."""
     from converter.cli.convert import main as convert_main
     from converter.data.datasets import load_dataset
     from converter.evaluation.evaluate import evaluate, open_runner
 
     data = str(shared_datasets / "cats-vs-dogs.tar.gz")
-    out = tmp_path_factory.mktemp("few-photos")
-    assert train_main(["--data", data, "--limit-per-class", "20", "--image-size", "96", "--out", str(out / "run"), "-q"]) == 0
-    assert convert_main([str(out / "run" / "model.keras"), "--data", data, "--out", str(out / "bundle"), "--eval-limit", "100", "-q"]) == 0
+    run, out = runs["pretrained"], tmp_path_factory.mktemp("few-photos")
+    assert convert_main([str(run / "model.keras"), "--data", data, "--out", str(out / "bundle"), "--eval-limit", "100", "-q"]) == 0
     test = load_dataset(data, "test", (96, 96))
     test = test.subset(stratified_sample(test.y, 100, seed=3))
     acc = evaluate(open_runner(out / "bundle" / "model.tflite"), test, "test", latency_runs=1).accuracy
-    return (json.loads((out / "run" / "train_report.json").read_text()), json.loads((out / "bundle" / "manifest.json").read_text()), acc)
+    return (json.loads((run / "train_report.json").read_text()), json.loads((out / "bundle" / "manifest.json").read_text()), acc)
 
 
 def test_few_photos_get_the_logistic_head_and_convert_to_an_accurate_int8_model(few_photos: tuple[dict, dict, float]) -> None:
