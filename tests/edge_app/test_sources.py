@@ -504,8 +504,8 @@ def test_picamera2_keeps_its_main_stream_when_an_output_shows_frames(fake_picame
     """Its lores stream has no full frame behind it (unlike MJPEG packets), so snapshots get main-stream frames."""
     caplog.set_level(logging.WARNING)
     config = AppConfig.from_flags(picamera=True, headless=True, decode="reduced", max_frames=6, stats_interval=0.0, threads=1,
-                                  snapshots=tmp_path / "shots", snapshot_min_score=0.0, snapshot_interval=0.0)
-    App(config, handle_signals=False).run()
+                                  snapshots=tmp_path / "shots", snapshot_min_score=0.0, snapshot_interval=0.0, threshold=0.0)
+    App(config, handle_signals=False).run()  # threshold 0: every frame reports its top class, so snapshots are taken
     assert "lores" not in fake_picamera2.instances[0].config
     assert any("picamera2's lores stream has no full-size frame behind it" in r.getMessage() for r in caplog.records)
     shots = sorted((tmp_path / "shots").glob("*.jpg"))
