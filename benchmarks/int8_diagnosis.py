@@ -31,21 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from converter.evaluation.cross_validation import interval
+from converter.export.bias_correction import folded_kernel, int8_rounded
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wilson(hits: int, n: int) -> list[float]:
-    """The 95 % Wilson interval of a proportion."""
-    z = 1.96
-    p = hits / n
-    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [round(float(mid - half), 4), round(float(mid + half), 4)]
 
 
 def score(top1: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
     same = top1 == ref
-    return {"agreement": round(float(same.mean()), 4), "ci95": wilson(int(same.sum()), len(same))}
+    return {"agreement": round(float(same.mean()), 4), "ci95": interval(float(same.mean()), len(same))}
 
 
 def layer_pairs(model: Any) -> list[tuple[Any, Any]]:
@@ -65,27 +59,14 @@ def layer_pairs(model: Any) -> list[tuple[Any, Any]]:
     return [(model.get_layer("conv_stem"), body.get_layer("bn0")), *((c, norm_of(c)) for c in convs)]
 
 
-def folded(conv: Any, bn: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """The kernel with the batch norm's scale folded in, that scale, and the axes other than the output channels."""
-    import keras  # noqa: PLC0415
-
-    gamma, _, _, var = bn.get_weights()
-    axis = 2 if isinstance(conv, keras.layers.DepthwiseConv2D) else 3
-    red = tuple(a for a in range(4) if a != axis)
-    s = np.expand_dims(gamma / np.sqrt(var + bn.epsilon), red)
-    return conv.get_weights()[0] * s, s, red
-
-
 def round_weights(model: Any) -> None:
     """Every folded kernel (and the classifier's weights) rounded to TFLite's per-channel int8 grid, in place."""
     for conv, bn in layer_pairs(model):
-        f, s, red = folded(conv, bn)
-        step = np.abs(f).max(red, keepdims=True) / 127.0
-        conv.set_weights([np.clip(np.round(f / np.where(step > 0, step, 1.0)), -127, 127) * step / s])
+        f, s, red = folded_kernel(conv, bn)
+        conv.set_weights([int8_rounded(f, red) / s])
     fc = next(layer for layer in model.layers if hasattr(layer, "layers")).get_layer("fc")
     w, b = fc.get_weights()
-    step = np.abs(w).max(0, keepdims=True) / 127.0
-    fc.set_weights([np.round(w / np.where(step > 0, step, 1.0)) * step, b])
+    fc.set_weights([int8_rounded(w, (0,)), b])
 
 
 def gptq_rows(w: np.ndarray, h: np.ndarray, step: np.ndarray, damp: float = 0.01) -> np.ndarray:
@@ -143,7 +124,7 @@ def gptq_round(model: Any, calib: np.ndarray, max_positions: int = 256, batch: i
                 h = (flat.T @ flat)[None]
             hs[j] = h if hs[j] is None else hs[j] + h
     for j, (conv, bn) in enumerate(pairs):
-        f, s, _ = folded(conv, bn)
+        f, s, _ = folded_kernel(conv, bn)
         kh, kw = conv.kernel_size
         depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
         if depthwise:

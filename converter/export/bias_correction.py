@@ -27,6 +27,24 @@ class BiasCorrection:
         return {"applied": self.layers > 0, "layers": self.layers, "mean_shift": round(self.mean_shift, 6)}
 
 
+def folded_kernel(conv: Any, bn: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """``conv``'s kernel with ``bn``'s scale folded in, as the TFLite converter folds it; that scale (broadcastable to the
+    kernel); and the kernel's axes other than the output channels ((k, k, C, 1) depthwise, (k, k, in, out) otherwise)."""
+    import keras  # noqa: PLC0415
+
+    gamma, _, _, var = bn.get_weights()
+    axis = 2 if isinstance(conv, keras.layers.DepthwiseConv2D) else 3
+    others = tuple(a for a in range(4) if a != axis)
+    scale = np.expand_dims(gamma / np.sqrt(var + bn.epsilon), others)
+    return conv.get_weights()[0] * scale, scale, others
+
+
+def int8_rounded(weights: np.ndarray, others: tuple[int, ...]) -> np.ndarray:
+    """``weights`` on TFLite's symmetric per-channel int8 grid (scale max|w| / 127 over ``others``, the non-channel axes)."""
+    step = np.abs(weights).max(axis=others, keepdims=True) / 127.0
+    return np.clip(np.round(weights / np.where(step > 0, step, 1.0)), -127, 127) * step
+
+
 def take_off_rounding_bias(conv: Any, bn: Any, mean_input: np.ndarray) -> np.ndarray:
     """Lower ``bn``'s beta, in place, by the mean output shift that rounding ``conv``'s folded kernel to int8 causes;
     ``mean_input`` is the convolution's mean input map (H, W, C) over the calibration images. Returns the shift."""
@@ -34,13 +52,9 @@ def take_off_rounding_bias(conv: Any, bn: Any, mean_input: np.ndarray) -> np.nda
     import tensorflow as tf  # noqa: PLC0415
 
     gamma, beta, mean, var = bn.get_weights()
-    kernel = conv.get_weights()[0]
-    depthwise = isinstance(conv, keras.layers.DepthwiseConv2D)
-    axis = 2 if depthwise else 3  # the output channels: (k, k, C, 1) depthwise, (k, k, in, out) otherwise
-    folded = kernel * np.expand_dims(gamma / np.sqrt(var + bn.epsilon), tuple(a for a in range(4) if a != axis))
-    step = np.abs(folded).max(axis=tuple(a for a in range(4) if a != axis), keepdims=True) / 127.0
-    error = np.clip(np.round(folded / np.where(step > 0, step, 1.0)), -127, 127) * step - folded
-    op = tf.nn.depthwise_conv2d if depthwise else tf.nn.conv2d
+    folded, _, others = folded_kernel(conv, bn)
+    error = int8_rounded(folded, others) - folded
+    op = tf.nn.depthwise_conv2d if isinstance(conv, keras.layers.DepthwiseConv2D) else tf.nn.conv2d
     # position by position on the mean input, with the convolution's own strides and padding, then averaged
     shift = np.asarray(op(mean_input[None], error, [1, *conv.strides, 1], conv.padding.upper())).mean((0, 1, 2))
     bn.set_weights([gamma, beta - shift, mean, var])
