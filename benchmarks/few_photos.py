@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import shlex
 import subprocess
@@ -53,7 +54,6 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 DATASETS = Path(os.environ.get("EDGE_RECOGNITION_DATASETS", ROOT.parent / "shared" / "datasets"))
 CIFAR5 = ("airplane", "automobile", "bird", "cat", "deer")
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
 def float_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -68,16 +68,21 @@ def float_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def ci95(values: list[float]) -> tuple[float, float]:
     """Mean and the half-width of its 95 % t confidence interval (0 for one value)."""
+    from scipy.stats import t  # noqa: PLC0415 - scikit-learn's dependency
+
     v = np.asarray(values, float)
     if len(v) < 2:
         return float(v.mean()), 0.0
-    return float(v.mean()), float(T975.get(len(v) - 1, 1.96) * v.std(ddof=1) / math.sqrt(len(v)))
+    return float(v.mean()), float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def machine() -> str:
     """The CPU model (lscpu) and core count."""
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), "unknown CPU")
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        out = ""
+    model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor() or "unknown CPU")
     return f"{model}, {os.cpu_count()} cores"
 
 
@@ -91,6 +96,15 @@ def extract(archive: Path, dest: Path, keep: tuple[str, ...] | None = None) -> P
 
 def files_by_class(split_dir: Path) -> dict[str, list[Path]]:
     return {d.name: sorted(p for p in d.iterdir() if p.is_file()) for d in sorted(split_dir.iterdir()) if d.is_dir()}
+
+
+def cifar5_split(every: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
+    """The CIFAR-5 task's training pool and held-out photos: 200 a class held back by a fixed draw (seed 999)."""
+    rng = np.random.default_rng(999)
+    held = {c: set(rng.choice(len(fs), 200, replace=False).tolist()) for c, fs in every.items()}
+    test = {c: [f for i, f in enumerate(fs) if i in held[c]] for c, fs in every.items()}
+    pool = {c: [f for i, f in enumerate(fs) if i not in held[c]] for c, fs in every.items()}
+    return pool, test
 
 
 def link_tree(root: Path, split: str, chosen: dict[str, list[Path]]) -> Path:
@@ -133,11 +147,7 @@ def main() -> int:
         arch: list[str] = []
     else:
         src = extract(DATASETS / "cifar10-train.tar.gz", work / "src", keep=CIFAR5)
-        every = files_by_class(src / "train")
-        rng = np.random.default_rng(999)
-        held = {c: set(rng.choice(len(fs), 200, replace=False).tolist()) for c, fs in every.items()}
-        test = {c: [f for i, f in enumerate(fs) if i in held[c]] for c, fs in every.items()}
-        pool = {c: [f for i, f in enumerate(fs) if i not in held[c]] for c, fs in every.items()}
+        pool, test = cifar5_split(files_by_class(src / "train"))
         from converter.cli.train import auto_backbone  # noqa: PLC0415 - after sys.path has the checkout
 
         arch = ["--arch", auto_backbone({c: args.per_class for c in pool})[0]]  # what --arch auto picks for that many photos

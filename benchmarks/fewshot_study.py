@@ -29,11 +29,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
-import platform
 import shlex
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -46,32 +43,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATASETS = Path(os.environ.get("EDGE_RECOGNITION_DATASETS", ROOT.parent / "shared" / "datasets"))
-CIFAR5 = ("airplane", "automobile", "bird", "cat", "deer")
 SIZES = {"efficientnet-lite0": 224, "efficientnet-lite1": 240, "efficientnet-lite2": 260}
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228, 11: 2.201,
-        12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 19: 2.093}
 log = logging.getLogger("fewshot_study")
 
-
-def ci95(values: list[float]) -> tuple[float, float]:
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(T975.get(len(v) - 1, 2.0) * v.std(ddof=1) / math.sqrt(len(v)))
-
-
-def machine() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        model = next((ln.split(":", 1)[1].strip() for ln in out.splitlines() if ln.startswith("Model name")), platform.processor())
-    except OSError:
-        model = platform.processor()
-    return f"{model}, {os.cpu_count()} cores (shared with other jobs)"
-
-
-def files_by_class(split_dir: Path) -> dict[str, list[Path]]:
-    return {d.name: sorted(p for p in d.iterdir() if p.is_file()) for d in sorted(split_dir.iterdir()) if d.is_dir()}
+from benchmarks.few_photos import CIFAR5, DATASETS, ci95, cifar5_split, files_by_class, machine  # noqa: E402 - after sys.path has the checkout
 
 
 def task_files(task: str, cache: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
@@ -86,12 +61,7 @@ def task_files(task: str, cache: Path) -> tuple[dict[str, list[Path]], dict[str,
         (src / "done").touch()
     if task == "cvd":
         return files_by_class(src / "train"), files_by_class(src / "test")
-    every = files_by_class(src / "train")
-    rng = np.random.default_rng(999)
-    held = {c: set(rng.choice(len(fs), 200, replace=False).tolist()) for c, fs in every.items()}
-    test = {c: [f for i, f in enumerate(fs) if i in held[c]] for c, fs in every.items()}
-    pool = {c: [f for i, f in enumerate(fs) if i not in held[c]] for c, fs in every.items()}
-    return pool, test
+    return cifar5_split(files_by_class(src / "train"))
 
 
 class FeatureStore:
@@ -200,7 +170,7 @@ def speed_only(args: argparse.Namespace, files: list[Path]) -> int:
         rows[backbone] = {"size": store.size, "images": len(x), "images_per_s": round(len(x) / (time.perf_counter() - t0), 1)}
         log.info("%s: %.1f images/s", backbone, rows[backbone]["images_per_s"])
     report = {"feature_speed": rows, "command": shlex.join(["nice", "-n", "5", ".venv/bin/python", "benchmarks/fewshot_study.py", *sys.argv[1:]]),
-              "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{machine()} (shared with other jobs)", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "note": "float32 forward pass only, backbones timed one right after another on a shared 2-core machine"}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
@@ -266,7 +236,7 @@ def main() -> int:
             "results": merged,
             "feature_speed": {**previous.get("feature_speed", {}), **speed},
             "commands": commands,
-            "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{machine()} (shared with other jobs)", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "note": "float32 features and heads; timings on a shared 2-core machine (other engineers' jobs ran too)",
         }
         out.parent.mkdir(parents=True, exist_ok=True)
